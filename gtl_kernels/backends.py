@@ -1,0 +1,144 @@
+"""Backend registry and selection (KERNEL_SPEC §5).
+
+A backend is a set of registered ``torch.library`` ops (see ``_library.py``) plus the facts needed to choose it:
+which device types it runs on and how much ``auto`` prefers it. Backends load lazily: importing ``gtl_kernels``
+never fails because an extension or Triton is missing; the reason is kept and reported instead.
+
+Selection, per call: the ``backend=`` argument, else the ``GTL_KERNELS_BACKEND`` environment variable, else
+``"auto"``. An explicit choice that cannot run the call raises ``RuntimeError`` naming the reason; ``auto`` takes the
+highest-priority backend that can, and the ``torch`` reference always can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from typing import Callable
+
+import torch
+
+ENV_VAR = "GTL_KERNELS_BACKEND"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendInfo:
+    """What :func:`available_backends` reports for one backend."""
+
+    name: str
+    available: bool
+    reason: str  # why it is unavailable, or what it was built from
+    device_types: tuple[str, ...]  # empty: any device
+
+
+@dataclasses.dataclass
+class _Backend:
+    name: str
+    priority: int  # auto prefers higher
+    device_types: tuple[str, ...]
+    module: str  # importing it registers the ops (or raises with the reason)
+    op_suffix: str  # the op `x` of this backend is torch.ops.gtl.<x><op_suffix>
+    dispatch_key: Callable[[str], str | None] = lambda device_type: None  # native ops: kernel must exist for key
+    _status: tuple[bool, str] | None = None
+
+    def status(self) -> tuple[bool, str]:
+        if self._status is None:
+            try:
+                mod = importlib.import_module(self.module)
+                self._status = (True, getattr(mod, "BUILD_DESCRIPTION", self.module))
+            except Exception as exc:  # any failure to load is a reason, never an import error of gtl_kernels
+                self._status = (False, f"{type(exc).__name__}: {exc}")
+        return self._status
+
+    def cannot_run(self, op: str, device: torch.device) -> str | None:
+        """``None`` if this backend can run ``op`` on ``device``, else the reason."""
+        ok, reason = self.status()
+        if not ok:
+            return f"backend {self.name!r} is not available ({reason})"
+        if self.device_types and device.type not in self.device_types:
+            return f"backend {self.name!r} runs on {'/'.join(self.device_types)} tensors, not {device.type}"
+        if not hasattr(torch.ops.gtl, op + self.op_suffix):
+            return f"backend {self.name!r} does not implement {op!r}"
+        key = self.dispatch_key(device.type)
+        if key is not None and not torch._C._dispatch_has_kernel_for_dispatch_key(f"gtl::{op}", key):
+            return f"backend {self.name!r} has no {key} kernel for {op!r}"
+        return None
+
+    def op(self, op: str):
+        return getattr(torch.ops.gtl, op + self.op_suffix)
+
+
+def _triton_device_types() -> tuple[str, ...]:
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return ("cuda", "cpu") if interpreted else ("cuda",)
+
+
+_REGISTRY: dict[str, _Backend] = {}
+
+
+def register_backend(
+    name: str,
+    *,
+    priority: int,
+    device_types: tuple[str, ...],
+    module: str,
+    op_suffix: str,
+    dispatch_key: Callable[[str], str | None] | None = None,
+) -> None:
+    """Add a backend to the registry (a later registration under the same name replaces the earlier one)."""
+    kwargs = {} if dispatch_key is None else {"dispatch_key": dispatch_key}
+    _REGISTRY[name] = _Backend(name, priority, device_types, module, op_suffix, **kwargs)
+
+
+register_backend("torch", priority=0, device_types=(), module="gtl_kernels._library", op_suffix="_torch")
+register_backend(
+    "cpu",
+    priority=20,
+    device_types=("cpu",),
+    module="gtl_kernels._native",
+    op_suffix="",
+    dispatch_key=lambda device_type: "CPU",
+)
+register_backend(
+    "triton",
+    priority=10,
+    device_types=_triton_device_types(),
+    module="gtl_kernels.triton",
+    op_suffix="_triton",
+)
+register_backend(
+    "cuda",
+    priority=20,
+    device_types=("cuda",),
+    module="gtl_kernels._native_cuda",
+    op_suffix="",
+    dispatch_key=lambda device_type: "CUDA",
+)
+
+
+def available_backends() -> dict[str, BackendInfo]:
+    """Every known backend, whether it can run here, and why not (or what it was built from)."""
+    infos = {}
+    for b in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
+        ok, reason = b.status()
+        infos[b.name] = BackendInfo(b.name, ok, reason, b.device_types)
+    return infos
+
+
+def select(op: str, device: torch.device, requested: str | None = None):
+    """The registered op that runs ``op`` on ``device`` for the requested backend name (or ``auto``).
+
+    Raises ``ValueError`` for an unknown name and ``RuntimeError`` when an explicitly requested backend cannot run.
+    """
+    name = requested or os.environ.get(ENV_VAR) or "auto"
+    if name != "auto":
+        if name not in _REGISTRY:
+            raise ValueError(f"backend must be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}")
+        reason = _REGISTRY[name].cannot_run(op, device)
+        if reason is not None:
+            raise RuntimeError(f"cannot run gtl_kernels.{op}: {reason}")
+        return _REGISTRY[name].op(op)
+    for b in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
+        if b.cannot_run(op, device) is None:
+            return b.op(op)
+    raise RuntimeError(f"no backend can run gtl_kernels.{op} on {device}")  # unreachable: torch runs anywhere

@@ -1,0 +1,204 @@
+"""First-order Markov chains: data, transition-matrix metrics, and closed-form oracles for GTL.
+
+For a Markov chain the two objects GTL learns are computable exactly, which gives the samplers a ground truth:
+
+* the exact source denoiser ``p(x_l | z_obs)`` of every masked position (forward-backward with masked positions
+  summed out), in the SUBS format of :class:`~gtl_kernels.gtl.nets.Denoiser`;
+* the exact noisy density ratio. Masking is independent of the data, so ``q_t(z) / p_t(z) = q(z_obs) / p(z_obs)``,
+  the ratio of the marginal likelihoods of the unmasked tokens (forward algorithm), which is also
+  ``E_{p(x0 | z)}[q(x0) / p(x0)]``, the Doob h-transform that turns the source reverse process into the target's.
+
+Tokens are states ``0..S-1``; the mask token is ``S``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class MarkovChain:
+    """A chain with initial distribution ``init`` (float64 ``[S]``) and transition matrix ``trans`` (``[S, S]``,
+    rows sum to 1; ``trans[a, b] = P(next = b | current = a)``)."""
+
+    init: torch.Tensor
+    trans: torch.Tensor
+
+    def __post_init__(self):
+        self.init = torch.as_tensor(self.init, dtype=torch.float64)
+        self.trans = torch.as_tensor(self.trans, dtype=torch.float64)
+        s = self.trans.shape[0]
+        if self.trans.shape != (s, s) or self.init.shape != (s,):
+            raise ValueError(f"trans must be [S, S] and init [S]; got {tuple(self.trans.shape)}, {tuple(self.init.shape)}")
+        if (self.trans < 0).any() or not torch.allclose(self.trans.sum(1), torch.ones(s, dtype=torch.float64), atol=1e-6):
+            raise ValueError("trans must be non-negative with rows summing to 1")
+        if (self.init < 0).any() or abs(float(self.init.sum()) - 1) > 1e-6:
+            raise ValueError("init must be a probability vector")
+
+    @property
+    def n_states(self) -> int:
+        return self.trans.shape[0]
+
+    @classmethod
+    def sticky(cls, n_states: int, diag: float, init=None) -> "MarkovChain":
+        """``diag`` on the diagonal, the rest spread evenly; uniform initial state unless ``init`` is given."""
+        off = (1.0 - diag) / (n_states - 1)
+        trans = torch.full((n_states, n_states), off, dtype=torch.float64)
+        trans.fill_diagonal_(diag)
+        init = torch.full((n_states,), 1.0 / n_states, dtype=torch.float64) if init is None else init
+        return cls(init, trans)
+
+    def sample(self, n: int, length: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` sequences of ``length`` states: int64 ``[n, length]``."""
+        x = torch.empty(n, length, dtype=torch.int64)
+        x[:, 0] = torch.multinomial(self.init.expand(n, -1), 1, generator=generator).squeeze(1)
+        for l in range(1, length):
+            x[:, l] = torch.multinomial(self.trans[x[:, l - 1]], 1, generator=generator).squeeze(1)
+        return x
+
+    def pad_states(self, n_states: int) -> "MarkovChain":
+        """The same chain on a larger state space; the added states are never visited."""
+        s = self.n_states
+        trans = torch.eye(n_states, dtype=torch.float64)
+        trans[:s, :s] = self.trans
+        init = torch.zeros(n_states, dtype=torch.float64)
+        init[:s] = self.init
+        return MarkovChain(init, trans)
+
+
+def load_matrix(path: str | Path) -> torch.Tensor:
+    """A transition matrix from ``.npy``, ``.json`` (a list of rows, or ``{"trans": ...}``) or whitespace/comma
+    separated text. Rows are renormalized to sum to 1 (so counts are accepted too)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        m = np.load(path)
+    elif path.suffix == ".json":
+        obj = json.loads(path.read_text())
+        m = np.asarray(obj["trans"] if isinstance(obj, dict) else obj, dtype=np.float64)
+    else:
+        m = np.loadtxt(path, delimiter="," if "," in path.read_text() else None)
+    m = torch.as_tensor(np.asarray(m, dtype=np.float64))
+    if m.dim() != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"{path}: expected a square matrix, got shape {tuple(m.shape)}")
+    return m / m.sum(1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def transition_counts(x: torch.Tensor, n_states: int) -> torch.Tensor:
+    """Counts of consecutive pairs ``(x[:, l], x[:, l+1])``: float64 ``[S, S]``. ``x`` int64 ``[N, L]``."""
+    a, b = x[:, :-1].reshape(-1), x[:, 1:].reshape(-1)
+    counts = torch.zeros(n_states * n_states, dtype=torch.float64)
+    counts.index_add_(0, a * n_states + b, torch.ones_like(a, dtype=torch.float64))
+    return counts.view(n_states, n_states)
+
+
+def estimate_transitions(x: torch.Tensor, n_states: int) -> torch.Tensor:
+    """Row-normalized transition counts, float64 ``[S, S]``; a state never left gets a NaN row."""
+    c = transition_counts(x, n_states)
+    return c / c.sum(1, keepdim=True)
+
+
+def transition_metrics(est: torch.Tensor, true: torch.Tensor, kl_floor: float = 1e-6) -> dict:
+    """Mean diagonal, mean/max absolute error over all entries and the row-averaged ``KL(true || est)``.
+
+    ``est`` entries are floored at ``kl_floor`` for the KL (a zero estimate of a non-zero entry would make it
+    infinite); NaN rows (unvisited states) count as uniform rows.
+    """
+    s = true.shape[0]
+    est = torch.where(est.isnan(), torch.full_like(est, 1.0 / s), est)
+    err = (est - true).abs()
+    e = est.clamp(min=kl_floor)
+    e = e / e.sum(1, keepdim=True)
+    kl = torch.where(true > 0, true * (true / e).log(), torch.zeros_like(true)).sum(1)
+    return {
+        "mean_diag": float(est.diagonal().mean()),
+        "mae": float(err.mean()),
+        "max_err": float(err.max()),
+        "row_kl": float(kl.mean()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Oracles
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _emissions(z: torch.Tensor, n_states: int) -> torch.Tensor:
+    """``e[b, l, s] = 1`` if position ``l`` is masked or holds ``s``: float64 ``[B, L, S]``."""
+    masked = (z == n_states).unsqueeze(-1)
+    onehot = torch.nn.functional.one_hot(z.clamp(max=n_states - 1), n_states).bool()
+    return (masked | onehot).double()
+
+
+def _forward(chain: MarkovChain, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled forward messages ``alpha`` ``[B, L, S]`` (each row sums to 1, or 0 if impossible) and
+    ``log P(z_obs)`` ``[B]`` (``-inf`` when the observed tokens are impossible under the chain)."""
+    bsz, length, _ = e.shape
+    alphas, log_z = [], torch.zeros(bsz, dtype=torch.float64)
+    a = chain.init * e[:, 0]
+    for l in range(length):
+        if l:
+            a = (a @ chain.trans) * e[:, l]
+        norm = a.sum(-1, keepdim=True)
+        log_z = log_z + norm.squeeze(-1).log()
+        a = torch.where(norm > 0, a / norm.clamp(min=1e-300), torch.zeros_like(a))
+        alphas.append(a)
+    return torch.stack(alphas, 1), log_z
+
+
+def _backward(chain: MarkovChain, e: torch.Tensor) -> torch.Tensor:
+    """Scaled backward messages ``beta`` ``[B, L, S]`` (only ratios within a row matter)."""
+    bsz, length, s = e.shape
+    b = torch.ones(bsz, s, dtype=torch.float64)
+    betas = [b]
+    for l in range(length - 2, -1, -1):
+        b = (e[:, l + 1] * b) @ chain.trans.T
+        b = b / b.sum(-1, keepdim=True).clamp(min=1e-300)
+        betas.append(b)
+    return torch.stack(betas[::-1], 1)
+
+
+class MarkovOracleDenoiser:
+    """The exact denoiser of a chain: ``(z [B, L] int64, t [B]) -> fp32 log-probabilities [B, L, S + 1]`` in the
+    SUBS format (mask column ``-inf``; unmasked positions copied). ``t`` is ignored: under absorbing noise the
+    posterior of the clean sequence given ``z`` does not depend on the time. Counts its calls like a network."""
+
+    def __init__(self, chain: MarkovChain):
+        self.chain = chain
+        self.mask_id = chain.n_states
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.chain.n_states
+        e = _emissions(z, s)
+        alpha, _ = _forward(self.chain, e)
+        post = alpha * _backward(self.chain, e)
+        logp = (post / post.sum(-1, keepdim=True)).log()
+        logp = torch.cat([logp, torch.full_like(logp[..., :1], -math.inf)], -1)
+        copied = torch.full_like(logp, -math.inf).scatter_(-1, z.unsqueeze(-1), 0.0)
+        return torch.where((z != s).unsqueeze(-1), copied, logp).float()
+
+
+class MarkovOracleRatio:
+    """The exact noisy log-ratio ``log q(z_obs) - log p(z_obs)`` between a target and a source chain:
+    ``z [B, L] int64 -> float64 [B]`` (``+inf`` where only the target can produce ``z_obs``)."""
+
+    def __init__(self, source: MarkovChain, target: MarkovChain):
+        if source.n_states != target.n_states:
+            raise ValueError("source and target need the same number of states (use MarkovChain.pad_states)")
+        self.source, self.target = source, target
+
+    @torch.no_grad()
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        e = _emissions(z, self.source.n_states)
+        return _forward(self.target, e)[1] - _forward(self.source, e)[1]

@@ -1,0 +1,175 @@
+"""Small transformers for GTL: the denoiser (AdaLN time conditioning, SUBS), sequence scorers (domain classifiers
+and the ratio network: mean pooling, one scalar) and the planner (one logit per position).
+
+All models take int64 token sequences ``z`` of shape ``[B, L]`` whose tokens lie in ``[0, V]``, where ``V`` is the
+data vocabulary and ``mask_id = V`` is the absorbing mask token (so the embedding table has ``V + 1`` rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclasses.dataclass
+class TrunkConfig:
+    """Transformer size. ``cond`` switches AdaLN conditioning on a scalar (the diffusion time) on."""
+
+    vocab: int  # data tokens V; the mask token is V
+    max_len: int
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    cond: bool = False
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of float ``t`` ``[B]`` (scaled by 1000 as in DiT/MDLM) -> ``[B, dim]``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = 1000.0 * t.float().unsqueeze(-1) * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block; with conditioning, DiT-style AdaLN modulation (shift, scale, gate) of both halves.
+
+    The modulation layer starts at zero and the gates at one, so a conditioned block begins as a plain pre-LN block
+    and learns how much the time should matter (for absorbing diffusion the Bayes-optimal denoiser does not depend on
+    ``t`` at all given ``z_t``, so a model that may ignore it loses nothing).
+    """
+
+    def __init__(self, cfg: TrunkConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(d, elementwise_affine=not cfg.cond)
+        self.ln2 = nn.LayerNorm(d, elementwise_affine=not cfg.cond)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.ada = None
+        if cfg.cond:
+            self.ada = nn.Linear(d, 6 * d)
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
+
+    def _attn(self, h: torch.Tensor) -> torch.Tensor:
+        b, n, d = h.shape
+        q, k, v = self.qkv(h).view(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # bidirectional: the denoiser sees the whole sequence
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        if self.ada is None:
+            x = x + self.drop(self._attn(self.ln1(x)))
+            return x + self.drop(self.mlp(self.ln2(x)))
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).unsqueeze(1).chunk(6, dim=-1)
+        x = x + (1 + g1) * self.drop(self._attn(self.ln1(x) * (1 + sc1) + sh1))
+        return x + (1 + g2) * self.drop(self.mlp(self.ln2(x) * (1 + sc2) + sh2))
+
+
+class Trunk(nn.Module):
+    """Token + learned position embedding, ``n_layers`` blocks, final norm: ``[B, L]`` int64 -> ``[B, L, d]``."""
+
+    def __init__(self, cfg: TrunkConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab + 1, cfg.d_model)
+        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, elementwise_affine=not cfg.cond)
+        self.t_mlp = None
+        if cfg.cond:
+            self.t_mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, cfg.d_model))
+            self.ada_f = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+            nn.init.zeros_(self.ada_f.weight)
+            nn.init.zeros_(self.ada_f.bias)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        if z.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence length {z.shape[1]} exceeds max_len {self.cfg.max_len}")
+        x = self.tok(z) + self.pos[: z.shape[1]]
+        c = None
+        if self.t_mlp is not None:
+            if t is None:
+                raise ValueError("this model is time-conditioned: pass t (float [B])")
+            c = F.silu(self.t_mlp(timestep_embedding(t.to(x.device), self.cfg.d_model)))
+        for blk in self.blocks:
+            x = blk(x, c)
+        x = self.ln_f(x)
+        if c is not None:
+            shift, scale = self.ada_f(c).unsqueeze(1).chunk(2, dim=-1)
+            x = x * (1 + scale) + shift
+        return x
+
+
+class Denoiser(nn.Module):
+    """``x_theta(z_t, t)``: log-probabilities of the clean token at every position, fp32 ``[B, L, V + 1]``.
+
+    SUBS parameterization (MDLM): the mask column is ``-inf`` everywhere (the clean data never holds a mask), and an
+    unmasked position is copied: its row is ``0`` at its own token and ``-inf`` elsewhere.
+    """
+
+    def __init__(self, cfg: TrunkConfig):
+        super().__init__()
+        cfg = dataclasses.replace(cfg, cond=True)
+        self.cfg = cfg
+        self.mask_id = cfg.vocab
+        self.trunk = Trunk(cfg)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab + 1)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``z`` int64 ``[B, L]``, ``t`` float ``[B]`` -> fp32 log-probabilities ``[B, L, V + 1]``."""
+        logits = self.head(self.trunk(z, t)).float()
+        logits[..., self.mask_id] = -math.inf
+        logp = torch.log_softmax(logits, dim=-1)
+        copied = torch.full_like(logp, -math.inf).scatter_(-1, z.unsqueeze(-1), 0.0)
+        return torch.where((z != self.mask_id).unsqueeze(-1), copied, logp)
+
+
+class SequenceScorer(nn.Module):
+    """A scalar per sequence (mean pooling over positions, then a linear head): fp32 ``[B]``.
+
+    Used for the clean domain classifier, the noise-aware domain classifier and the ratio network; the output is a
+    log-ratio ``log q/p`` (positive = target-like). No time input: under absorbing noise the noise level is visible
+    in ``z`` (its masks), and the exact ratio ``q_t(z)/p_t(z) = q(z_obs)/p(z_obs)`` depends on ``z`` alone.
+    """
+
+    def __init__(self, cfg: TrunkConfig):
+        super().__init__()
+        cfg = dataclasses.replace(cfg, cond=False)
+        self.cfg = cfg
+        self.trunk = Trunk(cfg)
+        self.head = nn.Linear(cfg.d_model, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` int64 ``[B, L]`` -> fp32 ``[B]``."""
+        return self.head(self.trunk(z).mean(dim=1)).squeeze(-1).float()
+
+
+class Planner(nn.Module):
+    """Position scores: fp32 ``[B, L]``, the logit that the frozen denoiser's argmax is right at each position."""
+
+    def __init__(self, cfg: TrunkConfig):
+        super().__init__()
+        cfg = dataclasses.replace(cfg, cond=False)
+        self.cfg = cfg
+        self.trunk = Trunk(cfg)
+        self.head = nn.Linear(cfg.d_model, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` int64 ``[B, L]`` -> fp32 ``[B, L]``."""
+        return self.head(self.trunk(z)).squeeze(-1).float()
+
+
+def n_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,56 @@
+"""Builds the native extensions only; metadata lives in pyproject.toml (KERNEL_SPEC §6).
+
+GTL_KERNELS_BUILD=auto|cpu|cuda|none (default auto):
+    auto  the C++ CPU extension gtl_kernels._C always; the CUDA extension gtl_kernels._C_cuda as well when torch is a
+          CUDA build and a CUDA toolkit is found (CUDA_HOME). A build host needs no GPU.
+    cpu   only gtl_kernels._C.      cuda  both, and fail if the CUDA extension cannot be built.
+    none  pure Python: the torch (and Triton) backends only.
+Install with `pip install --no-build-isolation .` so the extension compiles against the torch already installed.
+"""
+
+import glob
+import os
+
+from setuptools import setup
+
+MODE = os.environ.get("GTL_KERNELS_BUILD", "auto").lower()
+if MODE not in ("auto", "cpu", "cuda", "none"):
+    raise SystemExit(f"GTL_KERNELS_BUILD must be auto, cpu, cuda or none, got {MODE!r}")
+
+
+def extensions():
+    if MODE == "none":
+        return [], {}
+    from torch.utils import cpp_extension
+
+    include = [os.path.abspath("csrc/include")]
+    cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
+    cpu = cpp_extension.CppExtension(
+        "gtl_kernels._C",
+        sources=["csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))],
+        include_dirs=include,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
+    exts = [cpu]
+    import torch
+
+    cuda_ok = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+    if MODE == "cuda" and not cuda_ok:
+        raise SystemExit("GTL_KERNELS_BUILD=cuda needs a CUDA build of torch and CUDA_HOME pointing at a toolkit")
+    if MODE in ("auto", "cuda") and cuda_ok:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        exts.append(
+            cpp_extension.CUDAExtension(
+                "gtl_kernels._C_cuda",
+                sources=sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
+                include_dirs=include,
+                extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+            )
+        )
+    build_ext = cpp_extension.BuildExtension.with_options(use_ninja=True)
+    return exts, {"build_ext": build_ext}
+
+
+ext_modules, cmdclass = extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)
