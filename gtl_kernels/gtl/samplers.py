@@ -142,6 +142,12 @@ def _check_drawn(tokens: torch.Tensor, first_seq: int, what: str) -> None:
         )
 
 
+def _impossible_stay_impossible(rho: torch.Tensor, cand_logp: torch.Tensor) -> torch.Tensor:
+    """Zero the ratio score of candidates the denoiser gives probability 0: guidance reweights the denoiser's
+    proposals and cannot create new ones (and ``-inf + inf`` would make the row invalid)."""
+    return torch.where(cand_logp == -math.inf, torch.zeros_like(rho), rho)
+
+
 def _batches(n: int, batch_size: int):
     for start in range(0, n, batch_size):
         yield start, min(batch_size, n - start)
@@ -294,7 +300,7 @@ class GuidedAncestralSampler(AncestralSampler):
             n = min(self.n_ratio, vocab - 1)  # the mask token never is a candidate (SUBS gives it -inf)
             cand_logp, cand = gk.topk_log_softmax(row_logp, n)
         scorer = _RatioScorer(self.ratio, self.ratio_chunk, stats)
-        rho = scorer(one_token_substitutions(z[b_idx], l_idx, cand))  # [M, K]
+        rho = _impossible_stay_impossible(scorer(one_token_substitutions(z[b_idx], l_idx, cand)), cand_logp)
         # Dense rows for masked_transition: candidates keep their log-probability and score, the rest is -inf.
         logits[b_idx, l_idx] = torch.full_like(row_logp, -math.inf).scatter(1, cand, cand_logp)
         bias[b_idx, l_idx] = torch.zeros_like(row_logp).scatter(1, cand, rho)
@@ -369,7 +375,7 @@ class ScheduledSampler:
         else:
             scores, temperature = gk.confidence(logp, kind=self.order)[1], 0.0  # greedy: the most confident
         scores = torch.where(masked, scores, neg_inf)
-        keys = gk.derive_keys(seeds, torch.full((bsz, 1), _POSITION_CHANNEL)).reshape(-1)
+        keys = gk.derive_keys(seeds.view(-1, 1), torch.full((bsz, 1), _POSITION_CHANNEL)).reshape(-1)
         return gk.sample(scores, temperature=temperature, seeds=keys, offset=step)
 
     def _batch(self, bsz, length, seeds, first_seq, stats, bar):
@@ -383,7 +389,7 @@ class ScheduledSampler:
             stats.denoiser_calls += 1
             pos = self._choose_position(z, masked, logp, seeds, step, stats)
             _check_drawn(pos, first_seq, f"position choice at step {step}")
-            keys = gk.derive_keys(seeds, pos.view(-1, 1)).reshape(-1)
+            keys = gk.derive_keys(seeds.view(-1, 1), pos.view(-1, 1)).reshape(-1)
             row_logp = logp[rows, pos]  # [B, V + 1]
             if self.ratio is None:
                 tok = gk.sample(row_logp, temperature=self.temperature, top_k=self.top_k, seeds=keys, offset=step)
@@ -391,6 +397,7 @@ class ScheduledSampler:
                 n = min(self.n_ratio, row_logp.shape[-1] - 1)  # the mask token never is a candidate
                 cand_logp, cand = gk.topk_log_softmax(row_logp, n)
                 rho = _RatioScorer(self.ratio, self.ratio_chunk, stats)(one_token_substitutions(z, pos, cand))
+                rho = _impossible_stay_impossible(rho, cand_logp)
                 tok = gk.sample(cand_logp, rho, self.gamma(step / length), self.temperature, self.top_k,
                                 seeds=keys, offset=step, index=cand)
             _check_drawn(tok.view(-1, 1), first_seq, f"token draw at step {step}")

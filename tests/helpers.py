@@ -1,0 +1,65 @@
+"""Shared test utilities: random inputs, the float64 oracle distribution, and statistical checks.
+
+Every statistical check states its false-failure rate: ``ALPHA`` per test with a fixed seed (so a given backend
+either always passes or always fails; the rate says how unlucky a correct sampler would have to be).
+"""
+
+import math
+
+import numpy as np
+import torch
+from scipy import stats
+
+import gtl_kernels
+
+ALPHA = 1e-6  # false-failure probability of each statistical assertion
+
+
+def random_logits(n, v, dtype=torch.float32, device="cpu", scale=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, v, generator=g, dtype=torch.float64) * scale).to(dtype).to(device)
+
+
+def oracle_probs(logits, bias=None, gamma=1.0, temperature=1.0, top_k=0, exclude=None):
+    """The target distribution of KERNEL_SPEC §1/§3 in float64 numpy, ``[N, V]``, from the scores as the backend
+    sees them (inputs rounded to their dtype, gamma and temperature rounded to float32)."""
+    z = logits.double().cpu()
+    if bias is not None:
+        z = z + torch.tensor(gamma, dtype=torch.float32).double() * bias.double().cpu()
+    s = z / torch.tensor(temperature, dtype=torch.float32).double()
+    if exclude is not None:
+        s[:, exclude] = -math.inf
+    if top_k:
+        order = torch.sort(s, dim=-1, descending=True, stable=True).indices[:, top_k:]
+        s = s.scatter(-1, order, -math.inf)
+    return torch.softmax(s, dim=-1).numpy()
+
+
+def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
+    """Pearson goodness of fit; bins with expected count < 5 are merged into one (zero-probability bins must be
+    empty: checked separately by support tests)."""
+    total = counts.sum()
+    expected = probs * total
+    big = expected >= 5
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    if exp[-1] < 5:  # fold a tiny remainder into the smallest kept bin
+        i = np.argmin(exp[:-1])
+        obs[i] += obs[-1]
+        exp[i] += exp[-1]
+        obs, exp = obs[:-1], exp[:-1]
+    if len(exp) < 2:
+        return 1.0
+    return float(stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue)
+
+
+def draw_many(backend, logits_row, draws, bias_row=None, **kwargs):
+    """``draws`` samples of one distribution: the row repeated with a distinct key per copy (one call)."""
+    logits = logits_row.expand(draws, -1).contiguous()
+    bias = None if bias_row is None else bias_row.expand(draws, -1).contiguous()
+    keys = torch.arange(draws, dtype=torch.int64, device=logits.device) * 7919 + 12345
+    return gtl_kernels.sample(logits, bias, seeds=keys, backend=backend.name, **kwargs)
+
+
+def poisson_interval(mean: float, alpha: float = ALPHA) -> tuple[int, int]:
+    return int(stats.poisson.ppf(alpha / 2, mean)), int(stats.poisson.isf(alpha / 2, mean))
