@@ -96,13 +96,18 @@ def uniform64(seeds: torch.Tensor, a: torch.Tensor, offset: torch.Tensor, stream
 
 
 def exponential64(seeds: torch.Tensor, a: torch.Tensor, offset: torch.Tensor, stream: int) -> torch.Tensor:
-    """``E = -ln U`` in float64 with small relative error over the whole range (KERNEL_SPEC §3); shape of ``a``.
+    """``E = -ln U`` in float64 for counter ``(a, offset, stream)``; shape of ``a`` (see :func:`exponential_from_bits`)."""
+    return exponential_from_bits(*random_bits64(seeds, a, offset, stream))
+
+
+def exponential_from_bits(w0: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """``E = -ln U``, ``U = (x + 0.5) / 2**64``, ``x = (w0 << 32) | w1``, with small relative error over the whole
+    range (KERNEL_SPEC §3).
 
     For ``U <= 1/2`` (top bit clear): ``E = 64 ln 2 - ln(x + 0.5)``. For ``U > 1/2`` the complement
     ``1 - U = (~x + 0.5) / 2**64`` is exact in integers and ``E = -log1p(-(1 - U))``. The largest value is
     ``64 ln 2 - ln 0.5 ~= 45.05``, so tokens ~44 nats below the row maximum are still drawn at their rate.
     """
-    w0, w1 = random_bits64(seeds, a, offset, stream)
     low_half = w0 < 2**31
     x = w0.double() * 2.0**32 + w1.double() + 0.5
     x_complement = (_M32 - w0).double() * 2.0**32 + (_M32 - w1).double() + 0.5
@@ -212,17 +217,17 @@ def _race(s: torch.Tensor, seeds: torch.Tensor, offset: torch.Tensor) -> torch.T
     """Draw one column per row from ``softmax(s)`` by the two-level race; ``s`` float64 ``[N, V]`` NaN-free and
     already restricted to the allowed set (``-inf`` = not allowed). Rows with no allowed token get -1."""
     n, v = s.shape
-    n_chunks = -(-v // CHUNK)
-    padded = s if v % CHUNK == 0 else torch.nn.functional.pad(s, (0, n_chunks * CHUNK - v), value=-math.inf)
-    padded = padded.view(n, n_chunks, CHUNK)
+    n_chunks, width = -(-v // CHUNK), min(v, CHUNK)
+    padded = s if v % width == 0 else torch.nn.functional.pad(s, (0, n_chunks * width - v), value=-math.inf)
+    padded = padded.view(n, n_chunks, width)
     chunk_mass = torch.logsumexp(padded, dim=-1)  # [N, C]; -inf for chunks with no allowed token
 
     chunk_ids = torch.arange(n_chunks, device=s.device).expand(n, n_chunks)
     chunk_keys = chunk_mass - exponential64(seeds, chunk_ids, offset, STREAM_CHUNK).log()
     chosen_chunk = _first_max(chunk_keys)  # empty chunks have key -inf and never win against a non-empty one
 
-    token_ids = chosen_chunk.unsqueeze(-1) * CHUNK + torch.arange(CHUNK, device=s.device)
-    in_chunk = padded.gather(1, chosen_chunk.view(n, 1, 1).expand(n, 1, CHUNK)).squeeze(1)
+    token_ids = chosen_chunk.unsqueeze(-1) * CHUNK + torch.arange(width, device=s.device)
+    in_chunk = padded.gather(1, chosen_chunk.view(n, 1, 1).expand(n, 1, width)).squeeze(1)
     token_keys = in_chunk - exponential64(seeds, token_ids, offset, STREAM_TOKEN).log()
     token = token_ids.gather(1, _first_max(token_keys).unsqueeze(-1)).squeeze(-1)
     return torch.where(chunk_mass.amax(-1) > -math.inf, token, -1)

@@ -66,6 +66,7 @@ def _poison_uninitialized_memory():
 
 def pytest_report_header(config):
     infos = gtl_kernels.available_backends().values()
-    lines = [f"gtl_kernels backends: {', '.join(f'{i.name}={'yes' if i.available else 'no'}' for i in infos)}"]
+    summary = ", ".join(f"{i.name}={'yes' if i.available else 'no'}" for i in infos)
+    lines = [f"gtl_kernels backends: {summary}"]
     lines += [f"  {i.name}: {i.reason}" for i in infos if not i.available]
     return lines

@@ -1,0 +1,268 @@
+"""Shared pieces of the Triton kernels: Philox draws, 64-bit uniforms, guided scores, sortable keys, launch sizes.
+
+Everything numeric follows KERNEL_SPEC §1 (scores) and §3 (randomness); the float64 oracle is ``reference.py``.
+The helpers use only ``tl`` primitives (no libdevice, no inline assembly) so that the same code runs on the GPU and
+under ``TRITON_INTERPRET=1`` on the CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+CHUNK = 1024  # tokens per chunk of the two-level race (KERNEL_SPEC §3, part of the contract)
+STREAM_TOKEN, STREAM_STAY, STREAM_CHUNK = 0, 1, 2  # counter word 3 (KERNEL_SPEC §3)
+K_MAX = 1024  # largest top-k served by the one-pass candidate buffer (docs/TRITON_BACKEND.md, "top-k")
+
+_INT32_MAX = 2**31 - 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Randomness (KERNEL_SPEC §3)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def philox_words(seed, a, offset, STREAM: tl.constexpr):
+    """The first two Philox4x32-10 output words of counter ``(a, offset_lo, offset_hi, STREAM)`` under the 64-bit
+    key ``seed`` (key words: low, high), for every element of ``a``. ``tl.philox`` splits the key the same way."""
+    a32 = a.to(tl.uint32)
+    zero = a32 * 0
+    lo = zero + (offset & 0xFFFFFFFF).to(tl.uint32)
+    hi = zero + ((offset >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    w0, w1, _, _ = tl.philox(seed, a32, lo, hi, zero + STREAM)
+    return w0, w1
+
+
+@triton.jit
+def neg_log1m(c):
+    """``-ln(1 - c)`` for ``0 < c <= 1/2`` with a few ulp of relative error, from primitives only.
+
+    ``-log1p(-c) = 2 atanh(t)`` with ``t = c / (2 - c) <= 1/3``; the odd series in ``t`` converges by ``t^2 <= 1/9``
+    per term, so nine terms reach float32 precision. (A fast ``log`` near 1 has a fixed *absolute* error, which would
+    be a large relative error of ``E`` exactly where the race picks its winners.)
+    """
+    t = tl.math.div_rn(c, 2.0 - c)
+    t2 = t * t
+    p = 1.0 / 17.0
+    p = p * t2 + 1.0 / 15.0
+    p = p * t2 + 1.0 / 13.0
+    p = p * t2 + 1.0 / 11.0
+    p = p * t2 + 1.0 / 9.0
+    p = p * t2 + 1.0 / 7.0
+    p = p * t2 + 1.0 / 5.0
+    p = p * t2 + 1.0 / 3.0
+    p = p * t2 + 1.0
+    return 2.0 * t * p
+
+
+@triton.jit
+def exponential64(w0, w1):
+    """``E = -ln U`` with ``U = (x + 0.5) / 2^64``, ``x = (w0 << 32) | w1``, in float32 with small relative error over
+    the whole range (KERNEL_SPEC §3); never the log of a 24-bit uniform.
+
+    ``U <= 1/2``: ``U`` itself is a normal float32 (at least ``2^-65``), so ``-ln U`` has no cancellation.
+    ``U > 1/2``: the complement ``1 - U = (~x + 0.5) / 2^64`` is exact in integers and ``E = -ln(1 - c)``.
+    """
+    low = w0 < 0x80000000
+    # x (U <= 1/2) or ~x (U > 1/2): top bit clear either way, so int64 holds it; f = U or 1 - U, in (2^-65, 1/2].
+    hi = tl.where(low, w0, 0xFFFFFFFF - w0).to(tl.int64)
+    lo = tl.where(low, w1, 0xFFFFFFFF - w1).to(tl.int64)
+    f = (((hi << 32) | lo).to(tl.float32) + 0.5) * 5.421010862427522e-20  # 2^-64
+    return tl.where(low, -tl.log(f), neg_log1m(f))
+
+
+@triton.jit
+def uniform64_less(w0, w1, p):
+    """``U < p`` for the 64-bit uniform of ``(w0, w1)``; float64 as in the reference, so the decision is the same bit
+    for bit (one comparison per row: the stay decision of the masked transition)."""
+    # w0 * 2^32 is exact and the sum rounds once: the reference's float64 value of x.
+    u = (w0.to(tl.float64) * 4294967296.0 + w1.to(tl.float64) + 0.5) * 5.421010862427522e-20
+    return u < p.to(tl.float64)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scores (KERNEL_SPEC §1)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def row_params(gamma_ptr, temp_ptr, row):
+    """Per-row ``gamma``, ``1 / T`` and the temperature's mode.
+
+    ``greedy``: ``T == 0`` (scores stay unscaled). ``bad_t``: ``T < 0`` or NaN makes the row invalid (KERNEL_SPEC §4).
+    ``1 / T`` is kept at least the smallest normal float so ``T = inf`` leaves ``+-inf`` scores infinite instead of
+    turning them into NaN (``inf * 0``); the reference clamps ``T`` the same way.
+    """
+    gamma = tl.load(gamma_ptr + row)
+    t = tl.load(temp_ptr + row)
+    positive = t > 0.0
+    inv_t = tl.where(positive, tl.maximum(tl.math.div_rn(1.0, tl.where(positive, t, 1.0)), 1.1754943508222875e-38), 1.0)
+    greedy = t == 0.0
+    bad_t = ~(t >= 0.0)
+    return gamma, inv_t, greedy, bad_t
+
+
+@triton.jit
+def load_scores(
+    logits_ptr, stride_l, bias_ptr, stride_b, row, col, V, gamma, inv_t, mask_id,
+    HAS_BIAS: tl.constexpr, MASKED: tl.constexpr,
+):
+    """Scores ``s = (logits + gamma * bias) / T`` in float32 at columns ``col`` (any shape) of row ``row``.
+
+    Columns ``>= V`` and, with ``MASKED``, ``mask_id`` read as ``-inf``. Inputs are loaded in their own dtype. A row
+    with ``gamma == 0`` does not read its bias at all, so a NaN or ``-inf`` bias cannot reach it (KERNEL_SPEC §1).
+    Row offsets are 64-bit (``N * V >= 2^31``).
+    """
+    inb = col < V
+    z = tl.load(logits_ptr + row.to(tl.int64) * stride_l + col, mask=inb, other=float("-inf")).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(bias_ptr + row.to(tl.int64) * stride_b + col, mask=inb & (gamma != 0.0), other=0.0)
+        z = z + gamma * b.to(tl.float32)
+    s = z * inv_t
+    if MASKED:
+        s = tl.where(col == mask_id, float("-inf"), s)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sortable (score, token) keys for top-k (ties toward the lower id)
+# ---------------------------------------------------------------------------------------------------------------------
+
+KEY_PAD = -(2**63)  # below every real key: padding never enters a top-k
+
+
+@triton.jit
+def _ordered_bits(s):
+    """float32 -> int32 with the same order (``-0.0`` taken as ``+0.0``, so the two tie as in the reference)."""
+    b = tl.where(s == 0.0, 0.0, s).to(tl.int32, bitcast=True)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)
+
+
+@triton.jit
+def pack_key(s, col):
+    """int64 key ordered by score, then by *lower* column: ``(ordered(s) << 32) | (2^32 - 1 - col)``."""
+    return (_ordered_bits(s).to(tl.int64) << 32) | (0xFFFFFFFF - col.to(tl.int64))
+
+
+@triton.jit
+def unpack_key(key):
+    """Inverse of :func:`pack_key`: ``(score float32, column int32)``."""
+    b = (key >> 32).to(tl.int32)
+    s = (b ^ ((b >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+    col = (0xFFFFFFFF - (key & 0xFFFFFFFF)).to(tl.int32)
+    return s, col
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Row statistics: log-sum-exp, +inf count, first maximum, NaN flag (and, for confidence, entropy and the runner-up)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _finite_or_zero(m):
+    return tl.where(tl.abs(m) < float("inf"), m, 0.0)
+
+
+@triton.jit
+def block_stats(s, col, WANT_ENTROPY: tl.constexpr):
+    """Statistics of one block of scores ``s`` (columns ``col``, excluded entries ``-inf``).
+
+    Returns ``(m, S, A, t2, arg, cnt, bad)``: the maximum, ``S = sum exp(s - m)``, ``A = sum exp(s - m) (s - m)``
+    (0 unless ``WANT_ENTROPY``), the second-largest score (the maximum again if it occurs twice), the first column of
+    the maximum, the number of ``+inf`` scores and a NaN flag. A NaN anywhere makes ``S`` NaN, which is how NaN is
+    detected without a second compare per element.
+    """
+    m = tl.max(s)
+    ms = _finite_or_zero(m)
+    e = tl.exp(s - ms)
+    S = tl.sum(e)
+    bad = (S != S).to(tl.int32)
+    if WANT_ENTROPY:
+        A = tl.sum(tl.where(s > float("-inf"), e * (s - ms), 0.0))
+        arg = tl.min(tl.where(s == m, col, 2147483647))
+        t2 = tl.max(tl.where(col == arg, float("-inf"), s))
+    else:
+        A = 0.0
+        arg = tl.min(tl.where(s == m, col, 2147483647))
+        t2 = m
+    cnt = tl.zeros((), tl.int32)
+    if m == float("inf"):
+        cnt = tl.sum((s == float("inf")).to(tl.int32))
+    return m, S, A, t2, arg, cnt, bad
+
+
+@triton.jit
+def stats_combine(m, S, A, t2, arg, cnt, bad, mb, Sb, Ab, t2b, argb, cntb, badb):
+    """Fold block statistics into running ones, blocks in column order (ties keep the earlier, lower column).
+
+    The fold is sequential in block order whatever the split of the row, so the result does not depend on it.
+    """
+    mn = tl.maximum(m, mb)
+    ms = _finite_or_zero(mn)
+    # exp(-inf) = 0 removes an empty side; its (m - ms) factor is replaced by 0 so that 0 * inf never appears.
+    # (+inf rows use the count, not S and A.)
+    fa = tl.exp(m - ms)
+    fb = tl.exp(mb - ms)
+    da = tl.where(m > float("-inf"), m - ms, 0.0)
+    db = tl.where(mb > float("-inf"), mb - ms, 0.0)
+    S_new = S * fa + Sb * fb
+    A_new = fa * (A + da * S) + fb * (Ab + db * Sb)
+    t2_new = tl.maximum(tl.minimum(m, mb), tl.maximum(t2, t2b))
+    arg_new = tl.where(mb > m, argb, arg)
+    return mn, S_new, A_new, t2_new, arg_new, cnt + cntb, bad | badb
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launch sizes (Python)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def interpreted(device: torch.device) -> bool:
+    """Kernels on CPU tensors run under the Triton interpreter (``TRITON_INTERPRET=1``)."""
+    return device.type != "cuda"
+
+
+def row_block(v: int, device: torch.device, multiple: int = CHUNK) -> int:
+    """Tokens per loop iteration over a row: a power of two, a multiple of ``multiple``, a function of ``V`` and the
+    device only (never of ``N``), so every row is reduced in the same tiles whatever the batch (batch invariance).
+
+    The interpreter pays per operation, not per element: it takes whole rows up to 64k tokens.
+    ``GTL_TRITON_BLOCK`` overrides the GPU size for tuning.
+    """
+    need = max(triton.next_power_of_2(v), multiple)
+    if interpreted(device):
+        return min(need, 65536)
+    return min(need, max(int(os.environ.get("GTL_TRITON_BLOCK", 4096)), multiple))
+
+
+def num_warps(device: torch.device) -> int:
+    return 1 if interpreted(device) else int(os.environ.get("GTL_TRITON_NUM_WARPS", 8))
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+FORCE_SPLITS: int | None = None  # tests set this to check that results do not depend on the split
+
+
+def num_splits(n_rows: int, n_blocks: int, device: torch.device) -> int:
+    """Programs per row: enough rows x splits to fill the GPU twice over, at most one per block.
+
+    Any split gives the same result (each block is reduced alone and the partial results are folded in block order
+    or by exact max/min), so this is free to depend on ``N`` and the device. ``GTL_TRITON_SPLITS`` / ``FORCE_SPLITS``
+    fix it.
+    """
+    forced = FORCE_SPLITS or int(os.environ.get("GTL_TRITON_SPLITS", 0))
+    if forced:
+        return max(1, min(forced, n_blocks))
+    if interpreted(device):
+        return 1
+    target = 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return max(1, min(n_blocks, target // max(n_rows, 1)))

@@ -1,0 +1,55 @@
+"""``topk_log_softmax``: values and ids against float64 PyTorch, ties, invalid rows."""
+
+import math
+
+import pytest
+import torch
+from helpers import random_logits
+from test_guided_log_softmax import ATOL, RTOL, _oracle
+
+import gtl_kernels
+
+
+@pytest.mark.parametrize("k", [1, 8, 512])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matches_float64(backend, k, dtype):
+    n, v = (3, 5000) if backend.interpreted else (40, 30522)
+    logits = random_logits(n, v, dtype, backend.device, scale=3.0, seed=k)
+    bias = random_logits(n, v, torch.float32, backend.device, scale=1.0, seed=k + 1)
+    values, ids = gtl_kernels.topk_log_softmax(logits, k, bias, gamma=0.5, temperature=1.2, backend=backend.name)
+    assert values.shape == ids.shape == (n, k) and values.dtype == torch.float32 and ids.dtype == torch.int64
+    logp = _oracle(logits, bias, 0.5, 1.2)
+    ref_values = torch.sort(logp, dim=-1, descending=True, stable=True).values[:, :k]
+    torch.testing.assert_close(values.double(), ref_values, atol=ATOL, rtol=RTOL)
+    assert (values[:, 1:] <= values[:, :-1]).all(), "not sorted descending"
+    # ids: distinct, and each id's own log-probability is its value (ties within rounding may swap ids)
+    assert all(len(set(row)) == k for row in ids.cpu().tolist())
+    torch.testing.assert_close(logp.gather(1, ids), ref_values, atol=ATOL, rtol=RTOL)
+
+
+def test_ties_go_to_the_lower_id(backend):
+    logits = torch.zeros(2, 3000, device=backend.device)
+    logits[0, [2999, 1500, 7]] = 1.0
+    values, ids = gtl_kernels.topk_log_softmax(logits, 5, backend=backend.name)
+    assert ids[0].tolist() == [7, 1500, 2999, 0, 1]
+    assert ids[1].tolist() == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(values[1], torch.full((5,), -math.log(3000.0), device=backend.device))
+
+
+def test_fewer_finite_than_k_and_invalid_rows(backend):
+    logits = random_logits(3, 100, torch.float32, backend.device, seed=1)
+    logits[0, 3:] = -math.inf  # 3 finite tokens, k = 5: the rest are -inf with the lowest remaining ids
+    logits[1] = math.nan
+    values, ids = gtl_kernels.topk_log_softmax(logits, 5, backend=backend.name)
+    assert set(ids[0, :3].tolist()) == {0, 1, 2} and ids[0, 3:].tolist() == [3, 4]
+    assert (values[0, 3:] == -math.inf).all()
+    assert values[1].isnan().all() and (ids[1] == -1).all()
+    assert (ids[2] >= 0).all()
+
+
+def test_k_equals_v_and_zero(backend):
+    logits = random_logits(2, 9, torch.float32, backend.device, seed=2)
+    values, ids = gtl_kernels.topk_log_softmax(logits, 9, backend=backend.name)
+    assert sorted(ids[0].tolist()) == list(range(9))
+    values, ids = gtl_kernels.topk_log_softmax(logits, 0, backend=backend.name)
+    assert values.shape == (2, 0) and ids.shape == (2, 0)
