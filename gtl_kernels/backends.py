@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from . import _library
+
 ENV_VAR = "GTL_KERNELS_BACKEND"
 
 
@@ -45,6 +47,9 @@ class _Backend:
         if self._status is None:
             try:
                 mod = importlib.import_module(self.module)
+                missing = [op for op in _library.SCHEMAS if not hasattr(torch.ops.gtl, op + self.op_suffix)]
+                if missing:
+                    raise ImportError(f"{self.module} does not register {', '.join(missing)}")
                 self._status = (True, getattr(mod, "BUILD_DESCRIPTION", self.module))
             except Exception as exc:  # any failure to load is a reason, never an import error of gtl_kernels
                 self._status = (False, f"{type(exc).__name__}: {exc}")

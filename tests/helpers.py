@@ -63,3 +63,14 @@ def draw_many(backend, logits_row, draws, bias_row=None, **kwargs):
 
 def poisson_interval(mean: float, alpha: float = ALPHA) -> tuple[int, int]:
     return int(stats.poisson.ppf(alpha / 2, mean)), int(stats.poisson.isf(alpha / 2, mean))
+
+
+# The deep-tail check: one head token (score 0) and V - 1 tokens DEEP_TAIL_GAP nats below it. Each tail token has
+# probability ~5.6e-9, beyond the reach of float32 uniforms (their exponential stops at -ln(2**-24) = 16.6 nats).
+DEEP_TAIL_GAP, DEEP_TAIL_V, DEEP_TAIL_DRAWS = 19.0, 4096, 2_000_000
+
+
+def deep_tail_row(device="cpu"):
+    row = torch.full((1, DEEP_TAIL_V), -DEEP_TAIL_GAP, device=device)
+    row[0, 0] = 0.0
+    return row

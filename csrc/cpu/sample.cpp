@@ -1,0 +1,38 @@
+// gtl::sample for the CPU dispatch key (KERNEL_SPEC §2 `sample`, §3 randomness, §4 bad input): one draw per row by
+// the two-level exponential race, in one read of each row (gtl/cpu_draw.h).
+#include "glue.h"
+
+#define GTL_CPU_OP_BODY "gtl/cpu_draw.h"
+#include "gtl/cpu_multiversion.h"
+
+namespace {
+
+at::Tensor sample_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& bias, const at::Tensor& gamma,
+                      const at::Tensor& temperature, int64_t top_k, const at::Tensor& seeds, const at::Tensor& offset,
+                      const std::optional<at::Tensor>& index) {
+  constexpr const char* op = "gtl::sample";
+  gtl::cpu::ScoreTensors keep;
+  gtl::cpu::DrawArgs a;
+  a.s = gtl::cpu::score_args(op, logits, bias, gamma, temperature, &keep);
+  TORCH_CHECK(top_k >= 0, op, ": top_k must be >= 0, got ", top_k);
+  a.top_k = top_k;
+  const at::Tensor keys = gtl::cpu::per_row(seeds, op, "seeds", a.s.n, at::kLong);
+  a.seeds = keys.data_ptr<int64_t>();
+  a.offset = gtl::cpu::offset_of(offset, op);
+  at::Tensor idx;
+  if (index.has_value() && index->defined()) {
+    TORCH_CHECK(index->scalar_type() == at::kLong, op, ": index must be int64, got ", index->scalar_type());
+    gtl::cpu::check_rows(*index, op, "index", a.s.n, a.s.v);
+    idx = *index;
+    a.index = idx.data_ptr<int64_t>();
+    a.index_stride = idx.stride(0);
+  }
+  at::Tensor out = at::empty({a.s.n}, logits.options().dtype(at::kLong));
+  a.out = out.data_ptr<int64_t>();
+  if (a.s.n > 0) GTL_CPU_DISPATCH(draw_batch, a);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gtl, CPU, m) { m.impl("sample", &sample_cpu); }

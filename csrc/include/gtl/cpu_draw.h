@@ -1,0 +1,161 @@
+// sample and masked_transition (KERNEL_SPEC §2, §3), per-ISA batch functions (no include guard, see
+// cpu_multiversion.h). One read of each row: chunk statistics and, with top_k, the candidate buffer; then the chunk
+// race and, without top_k, a re-read of the one chosen chunk for the token race.
+
+struct DrawScratch {
+  ChunkBuffer b;
+  TopK sel;
+  std::vector<Cand> merged;
+  std::vector<float> cz;     // candidates of the chosen chunk, padded for the vector race
+  std::vector<uint32_t> cid;
+};
+
+// What happens to a row, decided before anything of it is read.
+struct DrawRow {
+  RowScan s;
+  bool read = false;    // the row's scores are needed
+  int64_t fixed = -1;   // the output when they are not
+  bool topk = false;    // the allowed set is restricted to the top_k scores
+};
+
+inline DrawRow draw_row(const DrawArgs& a, int64_t r, Pass1Fn guided, Pass1Fn unguided) {
+  DrawRow d;
+  if (a.x_t) {  // masked_transition: copy unmasked positions; stay masked iff U(0, stream 1) < stay_prob
+    if (a.x_t[r] != a.mask_id) {
+      d.fixed = a.x_t[r];
+      return d;
+    }
+    const uint64_t seed = static_cast<uint64_t>(a.seeds[r]);
+    if (uniform64(random_bits64(seed, 0u, a.offset, kStreamStay)) < static_cast<double>(a.stay_prob[r])) {
+      d.fixed = a.mask_id;
+      return d;
+    }
+  }
+  d.s = make_row_scan(a.s, r, guided, unguided);
+  if (d.s.mode == RowMode::kInvalid) return d;  // fixed = -1
+  if (a.x_t) d.s.excl = a.mask_id;
+  d.read = true;
+  d.topk = a.top_k > 0 && a.top_k < a.s.v && d.s.mode == RowMode::kTempered;
+  return d;
+}
+
+// Race among the top-k candidates (sorted best first): allowed = the +inf ones if any, else all of them.
+inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed, uint64_t offset) {
+  std::vector<Cand>& cand = s.merged;
+  if (cand.empty()) return -1;
+  const bool inf_mode = cand[0].z == kInf;
+  if (inf_mode) {
+    size_t n = 0;
+    while (n < cand.size() && cand[n].z == kInf) ++n;
+    cand.resize(n);
+  }
+  std::sort(cand.begin(), cand.end(), [](const Cand& x, const Cand& y) { return x.id < y.id; });
+  // Chunk race over the chunks the candidates fall in.
+  double best = -std::numeric_limits<double>::infinity();
+  size_t best_b = 0, best_e = 0;
+  float best_mz = 0.f;
+  for (size_t b = 0; b < cand.size();) {
+    const int64_t c = cand[b].id / kChunk;
+    size_t e = b;
+    float mz = -kInf;
+    while (e < cand.size() && cand[e].id / kChunk == c) mz = std::max(mz, cand[e++].z);
+    double m;
+    if (inf_mode) {
+      m = std::log(static_cast<double>(e - b));
+    } else {
+      double sum = 0.0;
+      for (size_t i = b; i < e; ++i) sum += std::exp(static_cast<double>((cand[i].z - mz) * d.s.inv_t));
+      m = static_cast<double>(mz) / d.s.t + std::log(sum);
+    }
+    const double key = m - chunk_race_log_e(seed, offset, c);
+    if (key > best) {
+      best = key;
+      best_b = b;
+      best_e = e;
+      best_mz = mz;
+    }
+    b = e;
+  }
+  const int64_t n = static_cast<int64_t>(best_e - best_b);
+  s.cz.assign(padded(n), -kInf);
+  s.cid.assign(padded(n), 0u);
+  for (int64_t i = 0; i < n; ++i) {
+    s.cz[i] = cand[best_b + i].z;
+    s.cid[i] = cand[best_b + i].id;
+  }
+  const int64_t pos = token_race(s.cz.data(), s.cid.data(), 0u, n, {PhiloxKeys(seed), offset, best_mz, d.s.inv_t, inf_mode});
+  return pos < 0 ? -1 : s.cid[pos];
+}
+
+// The drawn column of a row that is read, or -1 (KERNEL_SPEC §4: NaN score, nothing allowed).
+inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d, const ChunkStats* st, int64_t n_chunks,
+                           DrawScratch* parts, int64_t nparts) {
+  float mz = -kInf;
+  int64_t ninf = 0;
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    if (st[c].nan) return -1;
+    mz = std::max(mz, st[c].mz);
+    ninf += st[c].ninf;
+  }
+  if (!(mz > -kInf)) return -1;
+  if (d.s.mode == RowMode::kGreedy) {  // first maximum of logits + gamma * bias
+    for (int64_t c = 0; c < n_chunks; ++c)
+      if (st[c].mz == mz) return c * kChunk + st[c].arg;
+  }
+  const uint64_t seed = static_cast<uint64_t>(a.seeds[r]);
+  DrawScratch& s = parts[0];
+  if (d.topk) {
+    s.merged.clear();
+    for (int64_t p = 0; p < nparts; ++p) s.merged.insert(s.merged.end(), parts[p].sel.c.begin(), parts[p].sel.c.end());
+    const int64_t k = a.top_k;
+    if (static_cast<int64_t>(s.merged.size()) > k) {
+      std::nth_element(s.merged.begin(), s.merged.begin() + (k - 1), s.merged.end(), cand_before);
+      s.merged.resize(k);
+    }
+    std::sort(s.merged.begin(), s.merged.end(), cand_before);
+    return topk_race(s, d, seed, a.offset);
+  }
+  const int64_t c = chunk_race(st, n_chunks, ninf > 0, d.s.t, seed, a.offset);
+  if (c < 0) return -1;
+  int64_t len;
+  load_chunk(d.s, c, a.s.v, s.b.buf, &len);
+  const RaceRow rr{PhiloxKeys(seed), a.offset, st[c].mz, d.s.inv_t, ninf > 0};
+  const int64_t pos = token_race(s.b.buf, nullptr, static_cast<uint32_t>(c * kChunk), padded(len), rr);
+  return pos < 0 ? -1 : c * kChunk + pos;
+}
+
+// Shared by sample and masked_transition (masked_transition sets a.x_t).
+static void draw_batch(const DrawArgs& a) {
+  const ScoreArgs& sa = a.s;
+  const int64_t n_chunks = (sa.v + kChunk - 1) / kChunk;
+  const Pass1Fn guided = sa.bias ? select_pass1(sa.logits_dtype, sa.bias_dtype, true) : nullptr;
+  const Pass1Fn unguided = select_pass1(sa.logits_dtype, sa.bias_dtype, false);
+  DrawScratch proto;
+  if (a.top_k > 0) proto.sel.reset(std::min<int64_t>(a.top_k, sa.v));
+
+  auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, DrawScratch& s) {
+    const DrawRow d = draw_row(a, r, guided, unguided);
+    if (!d.read) return;
+    ScanNeeds need;
+    need.sum = d.s.mode == RowMode::kTempered && !d.topk;
+    need.argmax = d.s.mode == RowMode::kGreedy;
+    if (d.topk) s.sel.reset(a.top_k);
+    for (int64_t c = cb; c < ce; ++c) {
+      int64_t len;
+      const Pass1 p = load_chunk(d.s, c, sa.v, s.b.buf, &len);
+      chunk_stats(s.b.buf, len, p, d.s.inv_t, need, &st[c]);
+      if (d.topk && !p.nan) topk_offer(s.b.buf, padded(len), static_cast<uint32_t>(c * kChunk), &s.sel);
+    }
+  };
+
+  auto finish = [&](int64_t r, ChunkStats* st, DrawScratch* parts, int64_t nparts) {
+    const DrawRow d = draw_row(a, r, guided, unguided);
+    int64_t token = d.fixed;
+    if (d.read) {
+      token = draw_column(a, r, d, st, n_chunks, parts, nparts);
+      if (a.index && token >= 0) token = a.index[r * a.index_stride + token];  // candidate path: column -> token id
+    }
+    a.out[r] = token;
+  };
+  run_rows(sa.n, n_chunks, sa.threads, proto, scan, finish, NoPost{});
+}

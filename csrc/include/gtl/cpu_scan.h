@@ -1,0 +1,206 @@
+// The one read of a chunk (KERNEL_SPEC §3, CHUNK = 1024 tokens): pass 1 loads logits (and bias) in their own dtype,
+// forms z = logits + gamma * bias in fp32 into a buffer in L1 and tracks max / NaN; the remaining statistics are
+// passes over that buffer. Per-ISA (no include guard, see cpu_multiversion.h).
+//
+// Scores are kept as z, and the temperature enters as d = (z - max) * (1/T) <= 0: the same ordering as
+// s = z / T, no overflow for tiny T, and the greedy/flat limits are plain rewrites of z.
+
+struct Pass1 {
+  float mz;
+  bool nan;
+};
+
+// Guided score of W tokens. gamma * bias is fused with the add where FMA exists; a float64 bias is combined in
+// float64 like the reference and rounded once.
+template <class T, class B>
+GTL_VI vf score(const T* x, const B* b, float g) {
+  const vf xv = load(x);
+  if constexpr (std::is_same_v<B, NoBias>) {
+    return xv;
+  } else if constexpr (std::is_same_v<B, double>) {
+    const vd z = __builtin_convertvector(xv, vd) + static_cast<double>(g) * load(b);
+    return __builtin_convertvector(z, vf);
+  } else {
+    return fmadd(splat(g), load(b), xv);
+  }
+}
+
+// z of `len` (<= kChunk) tokens into buf, padded with -inf to a multiple of W; returns the max (NaN ignored) and
+// whether a NaN occurred. Signature shared by every (logits dtype, bias dtype) instantiation.
+using Pass1Fn = Pass1 (*)(const void* x, const void* b, float g, int64_t len, float* buf);
+
+template <class T, class B>
+Pass1 pass1(const void* xv, const void* bv, float g, int64_t len, float* buf) {
+  const T* x = static_cast<const T*>(xv);
+  const B* b = static_cast<const B*>(bv);
+  constexpr bool kGuided = !std::is_same_v<B, NoBias>;  // b is null otherwise: no pointer arithmetic on it
+  vf m = splat(-kInf);
+  vi nan = {};
+  int64_t i = 0;
+  for (; i + W <= len; i += W) {
+    const vf z = score<T, B>(x + i, kGuided ? b + i : b, g);
+    store(buf + i, z);
+    m = vmax(z, m);
+    nan |= z != z;
+  }
+  if (i < len) {  // the same vector arithmetic on a zero-padded copy of the tail
+    const int64_t rem = len - i;
+    T xt[W] = {};
+    B bt[W] = {};
+    std::memcpy(xt, x + i, rem * sizeof(T));
+    if constexpr (kGuided) std::memcpy(bt, b + i, rem * sizeof(B));
+    vf z = score<T, B>(xt, bt, g);
+    z = iota() < static_cast<int32_t>(rem) ? z : splat(-kInf);
+    store(buf + i, z);
+    m = vmax(z, m);
+    nan |= z != z;
+  }
+  return {hmax(m), mask_bits(nan) != 0};
+}
+
+template <class T>
+Pass1Fn pass1_for_bias(DType b) {
+  switch (b) {
+    case DType::kF32:
+      return &pass1<T, float>;
+    case DType::kBF16:
+      return &pass1<T, bf16_t>;
+    case DType::kF16:
+      return &pass1<T, f16_t>;
+    default:
+      return &pass1<T, double>;
+  }
+}
+
+// The pass-1 function for (logits dtype, bias dtype); `guided` false selects the no-bias version.
+inline Pass1Fn select_pass1(DType x, DType b, bool guided) {
+  switch (x) {
+    case DType::kBF16:
+      return guided ? pass1_for_bias<bf16_t>(b) : &pass1<bf16_t, NoBias>;
+    case DType::kF16:
+      return guided ? pass1_for_bias<f16_t>(b) : &pass1<f16_t, NoBias>;
+    default:
+      return guided ? pass1_for_bias<float>(b) : &pass1<float, NoBias>;
+  }
+}
+
+// Max / NaN of a padded buffer (after a rewrite of some entries).
+GTL_VI Pass1 rescan(const float* buf, int64_t len) {
+  vf m = splat(-kInf);
+  vi nan = {};
+  for (int64_t i = 0; i < len; i += W) {
+    const vf z = load(buf + i);
+    m = vmax(z, m);
+    nan |= z != z;
+  }
+  return {hmax(m), mask_bits(nan) != 0};
+}
+
+GTL_VI int64_t padded(int64_t len) { return (len + W - 1) / W * W; }
+
+// First position of `value` in the buffer, -1 if absent.
+GTL_VI int64_t find_first(const float* buf, int64_t len, float value) {
+  const vf v = splat(value);
+  for (int64_t i = 0; i < len; i += W) {
+    const uint32_t bits = mask_bits(load(buf + i) == v);
+    if (bits) return i + __builtin_ctz(bits);
+  }
+  return -1;
+}
+
+GTL_VI int32_t count_equal(const float* buf, int64_t len, float value) {
+  const vf v = splat(value);
+  int32_t n = 0;
+  for (int64_t i = 0; i < len; i += W) n += __builtin_popcount(mask_bits(load(buf + i) == v));
+  return n;
+}
+
+// Per-row constants of the scan.
+struct RowScan {
+  const char* x = nullptr;  // row start
+  const char* b = nullptr;  // nullptr: unguided row
+  int64_t x_esize = 4, b_esize = 4;
+  float g = 0.f, inv_t = 1.f;
+  double t = 1.f;  // the temperature in float64, for chunk log-masses M = max / T + log(sum) (1 for greedy rows)
+  RowMode mode = RowMode::kTempered;
+  int64_t excl = -1;  // a token removed from the allowed set (masked_transition's mask_id), or -1
+  Pass1Fn pass1 = nullptr;
+};
+
+inline RowScan make_row_scan(const ScoreArgs& a, int64_t r, Pass1Fn guided, Pass1Fn unguided) {
+  RowScan s;
+  s.x = static_cast<const char*>(a.logits) + r * a.logits_stride * dtype_size(a.logits_dtype);
+  s.x_esize = dtype_size(a.logits_dtype);
+  s.g = a.gamma[r];
+  const bool use_bias = a.bias != nullptr && s.g != 0.f;  // gamma == 0 ignores the bias entirely (reference.py)
+  if (use_bias) {
+    s.b = static_cast<const char*>(a.bias) + r * a.bias_stride * dtype_size(a.bias_dtype);
+    s.b_esize = dtype_size(a.bias_dtype);
+  }
+  s.pass1 = use_bias ? guided : unguided;
+  const float t = a.temperature[r];
+  s.mode = row_mode(t);
+  s.inv_t = inverse_temperature(t);
+  s.t = s.mode == RowMode::kTempered ? static_cast<double>(t) : 1.0;
+  return s;
+}
+
+// Reads chunk c of the row into buf (length through len_out, buffer padded to a multiple of W); the excluded token
+// becomes -inf.
+GTL_VI Pass1 load_chunk(const RowScan& row, int64_t c, int64_t v, float* buf, int64_t* len_out) {
+  const int64_t c0 = c * kChunk, len = std::min<int64_t>(kChunk, v - c0);
+  *len_out = len;
+  Pass1 p = row.pass1(row.x + c0 * row.x_esize, row.b ? row.b + c0 * row.b_esize : nullptr, row.g, len, buf);
+  if (row.excl >= c0 && row.excl < c0 + len) {
+    buf[row.excl - c0] = -kInf;
+    p = rescan(buf, padded(len));
+  }
+  return p;
+}
+
+// Statistics of a loaded chunk (see ChunkStats). Greedy rows skip the exponentials.
+GTL_VI void chunk_stats(const float* buf, int64_t len, Pass1 p, float inv_t, const ScanNeeds& need, ChunkStats* st) {
+  *st = ChunkStats{};
+  st->mz = p.mz;
+  if (p.nan) {
+    st->nan = 1;
+    return;
+  }
+  const int64_t plen = padded(len);
+  if (p.mz == kInf) st->ninf = count_equal(buf, plen, kInf);
+  if (need.argmax || need.second) st->arg = static_cast<int32_t>(find_first(buf, plen, p.mz));
+  if (need.second && st->arg >= 0) {
+    vf m = splat(-kInf);
+    for (int64_t i = 0; i < plen; i += W) {
+      vf z = load(buf + i);
+      z = iota() + static_cast<int32_t>(i) == st->arg ? splat(-kInf) : z;
+      m = vmax(z, m);
+    }
+    st->z2 = hmax(m);
+  }
+  if (!need.sum || !(p.mz > -kInf && p.mz < kInf)) return;
+  const vf mz = splat(p.mz), it = splat(inv_t);
+  vf sum = {}, w = {};
+  for (int64_t i = 0; i < plen; i += W) {
+    const vf d = (load(buf + i) - mz) * it;
+    const vf e = vexp(d);
+    sum += e;
+    if (need.entropy) w += e * (d < splat(-100.f) ? splat(-100.f) : d);  // e == 0 there; avoids 0 * -inf
+  }
+  st->sum = hsum(sum);
+  st->w = hsum(w);
+}
+
+// Appends the chunk's scores above the current top-k threshold (see TopK); ids start at id0.
+GTL_VI void topk_offer(const float* buf, int64_t plen, uint32_t id0, TopK* t) {
+  const vf thr = splat(t->thr);
+  for (int64_t i = 0; i < plen; i += W) {
+    uint32_t bits = mask_bits(load(buf + i) > thr);
+    while (bits) {
+      const int j = __builtin_ctz(bits);
+      t->c.push_back({buf[i + j], id0 + static_cast<uint32_t>(i + j)});
+      bits &= bits - 1;
+    }
+  }
+  t->maybe_cut();
+}

@@ -1,0 +1,89 @@
+// topk_log_softmax (KERNEL_SPEC §2), per-ISA batch function (no include guard, see cpu_multiversion.h).
+// One read of each row: the chunk statistics give log(sum), the candidate buffer (TopK) the k best scores.
+// Output order is that of the reference: log-probability descending, ties toward the lower id; rows with fewer than
+// k tokens of positive probability are completed with the lowest remaining ids at -inf.
+
+struct TopkScratch {
+  ChunkBuffer b;
+  TopK sel;
+  std::vector<Cand> merged;
+};
+
+// Writes P (token, log-probability) pairs, already in output order, then the lowest ids not in P at -inf.
+inline void write_topk_row(std::vector<Cand>& p, int64_t k, float* values, int64_t* ids) {
+  const int64_t np = std::min<int64_t>(static_cast<int64_t>(p.size()), k);
+  for (int64_t j = 0; j < np; ++j) {
+    values[j] = p[j].z;
+    ids[j] = p[j].id;
+  }
+  if (np == k) return;
+  std::sort(p.begin(), p.begin() + np, [](const Cand& x, const Cand& y) { return x.id < y.id; });
+  int64_t j = np, q = 0;
+  for (int64_t id = 0; j < k; ++id) {
+    if (q < np && p[q].id == id) {
+      ++q;
+      continue;
+    }
+    values[j] = -kInf;
+    ids[j++] = id;
+  }
+}
+
+static void topk_log_softmax_batch(const TopkArgs& a) {
+  const ScoreArgs& sa = a.s;
+  const int64_t v = sa.v, k = a.k, n_chunks = (v + kChunk - 1) / kChunk;
+  const Pass1Fn guided = sa.bias ? select_pass1(sa.logits_dtype, sa.bias_dtype, true) : nullptr;
+  const Pass1Fn unguided = select_pass1(sa.logits_dtype, sa.bias_dtype, false);
+  TopkScratch proto;
+  proto.sel.reset(k);
+
+  auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, TopkScratch& s) {
+    const RowScan rs = make_row_scan(sa, r, guided, unguided);
+    if (rs.mode == RowMode::kInvalid) return;
+    ScanNeeds need;
+    need.sum = rs.mode == RowMode::kTempered;
+    need.argmax = rs.mode == RowMode::kGreedy;
+    s.sel.reset(k);
+    for (int64_t c = cb; c < ce; ++c) {
+      int64_t len;
+      const Pass1 p = load_chunk(rs, c, v, s.b.buf, &len);
+      chunk_stats(s.b.buf, len, p, rs.inv_t, need, &st[c]);
+      if (need.sum && !p.nan) topk_offer(s.b.buf, padded(len), static_cast<uint32_t>(c * kChunk), &s.sel);
+    }
+  };
+
+  auto finish = [&](int64_t r, ChunkStats* st, TopkScratch* parts, int64_t nparts) {
+    const RowScan rs = make_row_scan(sa, r, guided, unguided);
+    const RowDist d = row_dist(st, n_chunks, rs);
+    float* values = a.values + r * k;
+    int64_t* ids = a.ids + r * k;
+    if (d.invalid) {
+      std::fill(values, values + k, kNaN);
+      std::fill(ids, ids + k, int64_t{-1});
+      return;
+    }
+    std::vector<Cand>& p = parts[0].merged;
+    p.clear();
+    if (d.mode == RowMode::kGreedy) {
+      p.push_back({0.f, static_cast<uint32_t>(d.argmax)});
+    } else {
+      for (int64_t q = 0; q < nparts; ++q) p.insert(p.end(), parts[q].sel.c.begin(), parts[q].sel.c.end());
+      if (static_cast<int64_t>(p.size()) > k) {
+        std::nth_element(p.begin(), p.begin() + (k - 1), p.end(), cand_before);
+        p.resize(k);
+      }
+      if (d.inf_mode) {  // the +inf tokens (the best candidates) share the mass
+        size_t keep = 0;
+        for (const Cand& c : p)
+          if (c.z == kInf) p[keep++] = {-d.log_s, c.id};
+        p.resize(keep);
+      } else {
+        const float mz = d.mz, it = rs.inv_t, ls = d.log_s;
+        for (Cand& c : p) c.z = (c.z - mz) * it - ls;  // as guided_log_softmax computes it
+      }
+      std::sort(p.begin(), p.end(), cand_before);
+    }
+    write_topk_row(p, k, values, ids);
+  };
+  run_rows(sa.n, n_chunks, sa.threads, proto, scan, finish, NoPost{});
+}

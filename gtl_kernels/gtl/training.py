@@ -1,0 +1,208 @@
+"""Training loops for the GTL models: denoisers (source, vanilla, fine-tuned), domain classifiers, the ratio network
+(the paper's regression recipe or the noisy-classifier estimator) and the planner.
+
+Data sets are int64 tensors ``[N, L]`` of clean tokens in ``[0, V)``; the mask token is ``V``. Every loop is AdamW
+with linear warm-up and cosine decay, gradient clipping at 1.0, a fixed number of optimizer steps, and a tqdm bar.
+Randomness (batches, times, masks) comes from one ``torch.Generator`` seeded by ``TrainConfig.seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .schedule import LogLinearSchedule, forward_mask, mdlm_loss, sample_times
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimizer settings of one training run."""
+
+    steps: int = 500
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    warm = max(1, int(cfg.warmup_frac * cfg.steps))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+
+    return f
+
+
+def fit(model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor], cfg: TrainConfig, *,
+        desc: str = "train", progress: bool = True) -> list[float]:
+    """Run ``cfg.steps`` AdamW steps on ``loss_fn(generator)``; returns the loss history (one float per step)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    history: list[float] = []
+    model.train()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, desc=desc, leave=False, dynamic_ncols=True)
+    for _ in range(cfg.steps):
+        loss = loss_fn(gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        history.append(float(loss))
+        if bar is not None:
+            bar.update(1)
+            if len(history) % 20 == 0:
+                bar.set_postfix(loss=f"{sum(history[-20:]) / 20:.4f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return history
+
+
+def _batch(data: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` rows of ``data`` drawn uniformly with replacement (small target sets are reused across a batch)."""
+    return data[torch.randint(0, data.shape[0], (n,), generator=gen)]
+
+
+def _noised(x0: torch.Tensor, mask_id: int, schedule: LogLinearSchedule, gen: torch.Generator):
+    """``(z_t, t)`` with antithetic ``t`` in ``[1e-3, 1]`` and masks from the forward process."""
+    t = sample_times(x0.shape[0], generator=gen)
+    return forward_mask(x0, schedule.mask_prob(t), mask_id, generator=gen), t
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Denoisers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def train_denoiser(model: nn.Module, data: torch.Tensor, cfg: TrainConfig, *, schedule: LogLinearSchedule | None = None,
+                   desc: str = "denoiser", progress: bool = True) -> list[float]:
+    """Train (or, from a trained model, fine-tune) a :class:`~gtl_kernels.gtl.nets.Denoiser` on ``data`` with MDLM's
+    continuous-time loss. Returns the loss history (the negative ELBO in nats per token, per step)."""
+    schedule = schedule or LogLinearSchedule()
+    mask_id = model.mask_id
+
+    def loss_fn(gen):
+        x0 = _batch(data, cfg.batch_size, gen)
+        z, t = _noised(x0, mask_id, schedule, gen)
+        return mdlm_loss(model(z, t), x0, z, t, mask_id, schedule)
+
+    return fit(model, loss_fn, cfg, desc=desc, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Domain classifiers and the ratio network
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _balanced(source: torch.Tensor, target: torch.Tensor, n: int, gen: torch.Generator):
+    """Half source, half target; labels 1 = target, 0 = source, so the logit estimates ``log q/p`` (equal class
+    priors: no ``log(N_T/N_S)`` offset)."""
+    half = n // 2
+    x = torch.cat([_batch(source, n - half, gen), _batch(target, half, gen)])
+    y = torch.cat([torch.zeros(n - half), torch.ones(half)])
+    return x, y
+
+
+def train_domain_classifier(model: nn.Module, source: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, *,
+                            noisy: bool, mask_id: int, label_smoothing: float = 0.0,
+                            schedule: LogLinearSchedule | None = None, desc: str = "classifier",
+                            progress: bool = True) -> list[float]:
+    """Binary source-vs-target classifier (a :class:`~gtl_kernels.gtl.nets.SequenceScorer`), BCE on balanced
+    batches. ``noisy=False``: clean sequences, ``d(x0)``; ``noisy=True``: both classes noised by the forward process
+    at independent uniform times, ``d_t(z_t)``.
+
+    The Bayes-optimal noisy classifier's logit is ``log q_t(z)/p_t(z) = log E_{p(x0|z)}[q(x0)/p(x0)]`` (the two
+    classes share the forward kernel and its time distribution), i.e. exactly the guidance function GTL needs.
+    ``label_smoothing`` ``eps`` trains towards ``1 - eps`` / ``eps`` targets (the paper's recipe uses mild
+    smoothing); note that it caps the learned log-ratio near ``log((1 - eps) / eps)``.
+    """
+    schedule = schedule or LogLinearSchedule()
+
+    def loss_fn(gen):
+        x, y = _balanced(source, target, cfg.batch_size, gen)
+        if noisy:
+            x, _ = _noised(x, mask_id, schedule, gen)
+        y = y * (1 - label_smoothing) + (1 - y) * label_smoothing
+        return F.binary_cross_entropy_with_logits(model(x), y)
+
+    return fit(model, loss_fn, cfg, desc=desc, progress=progress)
+
+
+def train_ratio_paper(ratio: nn.Module, source: torch.Tensor, target: torch.Tensor, clean_clf: nn.Module,
+                      noisy_clf: nn.Module, cfg: TrainConfig, *, mask_id: int, cycle_weight: float = 0.1,
+                      schedule: LogLinearSchedule | None = None, desc: str = "ratio (paper)",
+                      progress: bool = True) -> list[float]:
+    """The paper's ratio loss (TGDP-style): ``MSE(r(z_t), d(x0))`` on noised *source* sequences, where ``d`` is the
+    clean classifier's log-ratio, plus ``cycle_weight * MSE(r(z_t), d_t(z_t))`` on noised *target* sequences.
+
+    The regression's minimizer is ``E_{p(x0|z)}[log q/p]`` (a Jensen gap below the ``log E[q/p | z]`` the guided
+    step needs); it is kept as the reference recipe.
+    """
+    schedule = schedule or LogLinearSchedule()
+    clean_clf.eval()
+    noisy_clf.eval()
+
+    def loss_fn(gen):
+        xs = _batch(source, cfg.batch_size, gen)
+        xt = _batch(target, cfg.batch_size, gen)
+        zs, _ = _noised(xs, mask_id, schedule, gen)
+        zt, _ = _noised(xt, mask_id, schedule, gen)
+        with torch.no_grad():
+            ys, yt = clean_clf(xs), noisy_clf(zt)
+        return F.mse_loss(ratio(zs), ys) + cycle_weight * F.mse_loss(ratio(zt), yt)
+
+    return fit(ratio, loss_fn, cfg, desc=desc, progress=progress)
+
+
+def train_ratio_classifier(ratio: nn.Module, source: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, *,
+                           mask_id: int, schedule: LogLinearSchedule | None = None,
+                           desc: str = "ratio (noisy classifier)", progress: bool = True) -> list[float]:
+    """The ratio network trained directly as a noise-aware source-vs-target classifier (balanced, no smoothing).
+
+    Its logit's population minimizer is ``log q_t(z)/p_t(z) = log E_{p(x0|z)}[q(x0)/p(x0)]``, the quantity the
+    guided reverse step needs, instead of the regression recipe's ``E[log q/p | z]``.
+    """
+    return train_domain_classifier(ratio, source, target, cfg, noisy=True, mask_id=mask_id, schedule=schedule,
+                                   desc=desc, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Planner
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def train_planner(planner: nn.Module, denoiser: nn.Module, data: torch.Tensor, cfg: TrainConfig, *,
+                  schedule: LogLinearSchedule | None = None, desc: str = "planner", progress: bool = True) -> list[float]:
+    """Train the planner (a :class:`~gtl_kernels.gtl.nets.Planner`) to predict, at every masked position of a noised
+    sequence, whether the frozen denoiser's argmax equals the true token (BCE over masked positions)."""
+    schedule = schedule or LogLinearSchedule()
+    mask_id = denoiser.mask_id
+    denoiser.eval()
+
+    def loss_fn(gen):
+        x0 = _batch(data, cfg.batch_size, gen)
+        z, t = _noised(x0, mask_id, schedule, gen)
+        with torch.no_grad():
+            right = (denoiser(z, t).argmax(-1) == x0).float()
+        masked = z == mask_id
+        loss = F.binary_cross_entropy_with_logits(planner(z), right, reduction="none")
+        return (loss * masked).sum() / masked.sum().clamp(min=1)
+
+    return fit(planner, loss_fn, cfg, desc=desc, progress=progress)
