@@ -1,0 +1,50 @@
+# make test   set up .venv (if needed), build the package, run the test suite
+# make demo   set up, build, run the main job (the GTL Markov-chain experiment)
+# make bench  set up, build, run the benchmarks (pytest-benchmark) and the gtl-bench table
+# Idempotent: the venv, the dependencies and the build are redone only when their inputs change.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export MAX_JOBS ?= 2
+export CUDA_HOME ?= /usr/local/cuda
+# Pinned: torch only when none is importable (a CUDA build already present is kept); Triton as on the GPU machines,
+# and numpy below 2.4, which the Triton interpreter needs.
+TORCH_PIN := torch==2.13.0
+DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark pybind11 ninja "setuptools>=64" wheel
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/include/gtl/*)
+
+.PHONY: setup test test-fast demo bench nvcc-check clean
+
+$(PY):
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+
+$(VENV)/.deps: Makefile | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q $(DEPS)
+	touch $@
+
+$(VENV)/.build: $(VENV)/.deps $(SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.build
+
+test: setup
+	$(PY) -m pytest tests -q
+
+test-fast: setup
+	$(PY) -m pytest tests -q -m "not slow"
+
+demo: setup
+	$(PY) -m gtl_kernels.demo
+
+bench: setup
+	$(PY) -m pytest benchmarks -q
+
+nvcc-check:
+	scripts/nvcc_check.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info gtl_kernels/*.so
