@@ -178,7 +178,7 @@ def _tempered(z: torch.Tensor, temperature: torch.Tensor, greedy_limit: bool) ->
     if invalid.any():
         z = z.nan_to_num(nan=-math.inf)
     # Any positive divisor keeps +-inf; the clamp stops T = inf from turning inf / inf into NaN.
-    s = z / torch.where(t > 0, t, 1.0).clamp(max=torch.finfo(torch.float64).max)
+    s = z if (t == 1).all() else z / torch.where(t > 0, t, 1.0).clamp(max=torch.finfo(torch.float64).max)
     if greedy_limit and (t == 0).any():
         greedy = torch.full_like(z, -math.inf).scatter_(-1, _first_max(z).unsqueeze(-1), 0.0)
         s = torch.where(t == 0, greedy, s)
@@ -243,7 +243,7 @@ def _draw(
     s, invalid = _tempered(z, temperature, greedy_limit=False)
     s = _top_k_restriction(s, top_k)
     random = _race(_plus_inf_restriction(s), seeds, offset)
-    token = torch.where(temperature > 0, random, _first_max(s))
+    token = torch.where(temperature > 0, random, _first_max(s)) if (temperature == 0).any() else random
     return torch.where(invalid, -1, token)
 
 
