@@ -15,7 +15,7 @@ TORCH_PIN := torch==2.13.0
 DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark pybind11 ninja "setuptools>=64" wheel
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/include/gtl/*)
 
-.PHONY: setup test test-fast demo bench nvcc-check clean
+.PHONY: setup test test-fast demo bench bench-smoke perf-doc nvcc-check clean
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -41,7 +41,18 @@ demo: setup
 	$(PY) -m gtl_kernels.demo
 
 bench: setup
-	$(PY) -m pytest benchmarks -q
+	mkdir -p results
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-json=results/pytest-benchmark.json
+	$(VENV)/bin/gtl-bench --json results/bench.json --png results/bench.png
+
+# every benchmark once, on tiny shapes, as a test (CI), so the benchmarks cannot rot
+bench-smoke: setup
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-disable
+
+# measure on this machine and regenerate its section of docs/PERF.md
+perf-doc: setup
+	mkdir -p results
+	$(VENV)/bin/gtl-bench --json results/bench-cpu.json --png results/bench-cpu.png --markdown docs/PERF.md
 
 nvcc-check:
 	scripts/nvcc_check.sh

@@ -29,7 +29,7 @@ from gtl_kernels.bench import cases as cs
 from gtl_kernels.bench import runner
 from gtl_kernels.bench.timing import measure, synchronize, time_once
 
-MIN_TIME = 0.5  # seconds of timed rounds per implementation
+MIN_TIME = {"cpu": 0.5, "cuda": 0.1}  # seconds of timed rounds per implementation
 MAX_ROUNDS = 25
 
 
@@ -83,8 +83,8 @@ def _run_config(config) -> runner.RunConfig:
     else:  # torch.compile costs tens of seconds per variant on the CPU: only in the full set
         full = _case_set_name(config) == "default"
         baselines = [b for b in runner.BASELINE_ORDER if full or b != "compile"]
-    return runner.RunConfig(device=device, cases=[], backends=backends, baselines=baselines, min_time=MIN_TIME,
-                            progress=False)
+    return runner.RunConfig(device=device, cases=[], backends=backends, baselines=baselines,
+                            min_time=MIN_TIME.get(device.type, 0.5), progress=False)
 
 
 def pytest_generate_tests(metafunc):
@@ -154,10 +154,10 @@ class BenchSession:
 
     def _time(self, benchmark, case, impl, fn, first_s, logits_bytes) -> None:
         device = self.device
-        warm = impl.warm_call or device.type == "cuda"
-        if warm:
+        # The checked call may have compiled or JIT-built kernels: time one more before choosing the rounds.
+        if (impl.warm_call or device.type == "cuda") and not benchmark.disabled:
             first_s = time_once(fn, device)[1]
-        rounds = max(1, min(MAX_ROUNDS, int(MIN_TIME / max(first_s, 1e-9))))
+        rounds = max(1, min(MAX_ROUNDS, int(self.config.min_time / max(first_s, 1e-9))))
         if device.type == "cuda":
             rounds = max(rounds, 5)
 
@@ -166,11 +166,12 @@ class BenchSession:
             synchronize(device)
             return out
 
-        benchmark.pedantic(call, rounds=rounds, warmup_rounds=1 if first_s < 1.0 else 0, iterations=1)
+        warmup = 1 if first_s < self.config.slow_s else 0  # a multi-second call needs no warm-up
+        benchmark.pedantic(call, rounds=rounds, warmup_rounds=warmup, iterations=1)
         if benchmark.disabled:
             return
         if device.type == "cuda":
-            t = measure(fn, device, min_time=MIN_TIME)
+            t = measure(fn, device, min_time=self.config.min_time)
             t_s, method = t.median_s, t.method
         else:
             t_s, method = benchmark.stats.stats.median, "wall (pytest-benchmark)"

@@ -55,10 +55,24 @@ def philox4x32(key: torch.Tensor, counter: torch.Tensor, rounds: int = 10) -> to
     Returns:
         int64 ``[..., 4]``: the four uint32 output words.
     """
+    counter, key = torch.broadcast_tensors(counter.to(torch.int64), key.unsqueeze(-1))
+    shape = counter.shape
+    counter, key = counter.reshape(-1, 4), key[..., 0].reshape(-1)
+    # Blocks that stay in cache: the ~250 elementwise passes of the rounds are memory-bound otherwise.
+    blocks = [
+        _philox_block(key[i : i + _PHILOX_BLOCK], counter[i : i + _PHILOX_BLOCK], rounds)
+        for i in range(0, key.numel(), _PHILOX_BLOCK)
+    ]
+    return (torch.cat(blocks) if blocks else counter.clone()).view(shape)
+
+
+_PHILOX_BLOCK = 16384
+
+
+def _philox_block(key: torch.Tensor, counter: torch.Tensor, rounds: int) -> torch.Tensor:
     k0 = key & _M32
     k1 = (key >> 32) & _M32
-    c = torch.broadcast_tensors(counter, key.unsqueeze(-1))[0].to(torch.int64) & _M32
-    c0, c1, c2, c3 = c.unbind(-1)
+    c0, c1, c2, c3 = (counter & _M32).unbind(-1)
     for i in range(rounds):
         if i:
             k0 = (k0 + _PHILOX_W0) & _M32

@@ -78,7 +78,7 @@ def text_table(doc: dict) -> str:
     for c in cases:
         cells = "  ".join(f"{_cell_short(_result(c, col)):>11}" for col in cols)
         best = goals_mod.best_backend(c) or _result(c, "torch")
-        gbps = f"{best['gbps']:.1f} ({best['impl']})" if best and best.get("gbps") else ""
+        gbps = f"{best['gbps']:.3g} ({best['impl']})" if best and best.get("gbps") else ""
         lines.append(f"{c['label']:<{width}}  {cells}  {gbps}")
     problems = [(c["label"], r) for c in cases for r in c["results"] if r["status"] in ("failed", "error")]
     for label, r in problems:
@@ -115,7 +115,7 @@ def _meta_lines(doc: dict, source: str | None) -> list[str]:
     measured = ", ".join(s["backends"]) or "none"
     skipped = "; ".join(f"{k} ({_clip(v)})" for k, v in s.get("skipped_backends", {}).items())
     timing = ("`triton.testing.do_bench` medians (CUDA events, L2 cleared before each call)" if dev["type"] == "cuda"
-              else "wall-clock medians (calls over 1 s are timed once)")
+              else f"wall-clock medians (a call over {s.get('slow_s', 1.0)} s is timed once)")
     lines = [
         f"- date: {m['date']}" + (f"; commit {m['git']}" if m.get("git") else ""),
         f"- command: `{m['command']}`" if m.get("command") else "- command: (not recorded)",
@@ -150,7 +150,7 @@ def _op_section(device_type: str, op: str, cases: list[dict]) -> list[str]:
         best = goals_mod.best_backend(c)
         gb = ""
         if best and best.get("gbps"):
-            gb = f"{best['gbps']:.1f} ({best['impl']}" + (
+            gb = f"{best['gbps']:.3g} ({best['impl']}" + (
                 f", {best['bw_fraction']:.0%})" if best.get("bw_fraction") else ")")
         goal_text = "; ".join(f"{t}: {v} {'✓' if ok else '✗'}" for t, v, ok in
                               (goals_mod.evaluate(device_type, c, best) if best else []))
@@ -185,16 +185,20 @@ def _e2e_section(rows: list[dict]) -> list[str]:
     table = []
     for e in rows:
         if e.get("status", "ok") != "ok":
-            table.append([e["step"], e.get("models", ""), "", "", e.get("impl", ""), e["status"], "", e.get("reason", "")])
+            reason = _clip(e.get("reason", ""))
+            table.append([e["step"], e.get("models", ""), "", "", e.get("impl", ""), e["status"], "", reason])
             continue
         table.append([
-            e["step"], e["models"], f"{e['batch']} x {e['length']}", str(e["vocab"]), e["impl"],
+            e["step"], f"{e['models']} ({e.get('size', '?')}, n_ratio {e.get('n_ratio', '?')})",
+            f"{e['batch']} x {e['length']}", str(e["vocab"]), e["impl"],
             fmt_time(e["step_s"]), fmt_time(e["forward_s"]), f"{e['outside_share']:.1%}",
         ])
     lines = ["#### End-to-end sampler steps", ""] + _md_table(header, table) + [""]
-    params = {e["models"]: e.get("params") for e in rows if e.get("params")}
-    for name, p in params.items():
-        lines.append(f"- {name}: " + ", ".join(f"{k} {v / 1e6:.1f}M params" for k, v in p.items()))
+    params = {(e["models"], e.get("size")): e.get("params") for e in rows if e.get("params")}
+    for (name, size), p in params.items():
+        lines.append(f"- {name} ({size}): " + ", ".join(f"{k} {v / 1e6:.3g}M parameters" for k, v in p.items()))
+    lines.append("- outside forward: 1 - (time in model forward passes) / (step time); each model call is bracketed "
+                 "by device synchronizations")
     return lines + [""]
 
 

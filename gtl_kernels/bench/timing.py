@@ -76,7 +76,7 @@ def measure(
     *,
     min_time: float = 0.5,
     max_runs: int = 25,
-    slow_s: float = 1.0,
+    slow_s: float = 0.5,
     first_s: float | None = None,
 ) -> Timing:
     """Median time of ``fn()`` on ``device``.
