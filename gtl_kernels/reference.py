@@ -189,8 +189,7 @@ def _tempered(z: torch.Tensor, temperature: torch.Tensor, greedy_limit: bool) ->
     """
     t = temperature.double().unsqueeze(-1)
     invalid = _invalid_rows(z) | ~(t >= 0).squeeze(-1)
-    if invalid.any():
-        z = z.nan_to_num(nan=-math.inf)
+    z = torch.where(z.isnan(), -math.inf, z)  # invalid rows are masked by the caller; keep the rest NaN-free
     # Any positive divisor keeps +-inf; the clamp stops T = inf from turning inf / inf into NaN.
     s = z if (t == 1).all() else z / torch.where(t > 0, t, 1.0).clamp(max=torch.finfo(torch.float64).max)
     if greedy_limit and (t == 0).any():
@@ -312,7 +311,7 @@ def topk_log_softmax(logits, k: int, bias, gamma, temperature) -> tuple[torch.Te
     their token ids, int64 ``[N, k]``. Invalid rows give NaN values and -1 ids."""
     logp = guided_log_softmax(logits, bias, gamma, temperature)
     invalid = logp[:, :1].isnan() if logp.shape[1] else torch.zeros(logp.shape[0], 1, dtype=torch.bool)
-    order = torch.sort(logp.nan_to_num(nan=-math.inf), dim=-1, descending=True, stable=True).indices[:, :k]
+    order = torch.sort(torch.where(logp.isnan(), -math.inf, logp), dim=-1, descending=True, stable=True).indices[:, :k]
     return logp.gather(1, order), torch.where(invalid, -1, order)
 
 

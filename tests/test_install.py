@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = textwrap.dedent(
     """
+    import sys
+    # an editable install of the source tree in this environment must not serve the extension to this copy
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in repr(f)]
     import torch, gtl_kernels
     assert gtl_kernels.__file__.startswith(TARGET), gtl_kernels.__file__
     infos = gtl_kernels.available_backends()

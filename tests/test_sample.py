@@ -259,3 +259,17 @@ def test_cross_backend_identity(backend):
     ref = gtl_kernels.sample(logits, bias, gamma=0.5, temperature=0.8, top_k=100, seeds=8, backend="torch")
     agreement = (out == ref).double().mean().item()
     assert agreement >= 0.9999 or (n - int((out == ref).sum())) <= 1, f"agreement {agreement:.5f}"
+
+
+def test_plus_inf_row_unaffected_by_an_invalid_neighbour(backend):
+    """A row with +inf tokens draws the same whether or not an invalid row shares its batch."""
+    logits = random_logits(2, 50, torch.float32, backend.device, seed=21)
+    logits[0, [3, 30]] = math.inf
+    logits[1, 7] = math.nan
+    keys = torch.arange(2, dtype=torch.int64, device=backend.device)
+    both = gtl_kernels.sample(logits, seeds=keys, backend=backend.name)
+    alone = gtl_kernels.sample(logits[:1], seeds=keys[:1], backend=backend.name)
+    assert both[1] == -1 and both[0] in (3, 30) and both[0] == alone[0]
+    for t in (0.0, 1.0):
+        greedy = gtl_kernels.sample(logits, temperature=t, seeds=keys, backend=backend.name)
+        assert greedy[0] in (3, 30) and (t or greedy[0] == 3)

@@ -24,50 +24,43 @@ def _log2(n):
 
 
 @triton.jit
-def _indicator(n_dims: tl.constexpr, j: tl.constexpr):
-    ar = tl.arange(0, 2)
-    return tl.reshape(ar, [1] * (n_dims - j - 1) + [2] + [1] * j)
-
-
-@triton.jit
-def _compare_and_swap(x, flip, i: tl.constexpr):
-    # compare-and-swap along the i-th innermost axis of the [2, 2, ..., 2] hypercube
-    n_dims: tl.constexpr = _log2(x.numel)
-    y = tl.sum(x, axis=n_dims - 1 - i, keep_dims=True) - x  # the partner element
-    is_right = _indicator(n_dims, i)
-    return tl.where((x > y) != (flip ^ is_right), y, x)
-
-
-@triton.jit
-def _merge_hypercube(x, stage: tl.constexpr, order: tl.constexpr):
-    # order: 0 ascending, 1 descending, 2 alternating with period 2^stage
+def _merge_hypercube(h, stage: tl.constexpr, order: tl.constexpr, n_dims: tl.constexpr):
+    """``stage`` rounds of compare-and-swap on the ``[2] * n_dims`` hypercube ``h``; order 0 ascending,
+    1 descending, 2 alternating with period ``2^stage``. Kept in one function: the interpreter pays per call."""
     if order == 2:
-        flip = _indicator(_log2(x.numel), stage)
+        flip = tl.reshape(tl.arange(0, 2), [1] * (n_dims - stage - 1) + [2] + [1] * stage)
     else:
         flip = order
     for i in tl.static_range(stage):
-        x = _compare_and_swap(x, flip, stage - 1 - i)
-    return x
+        # round i compares along the (stage - 1 - i)-th innermost axis, i.e. axis n_dims - stage + i
+        partner = tl.sum(h, axis=n_dims - stage + i, keep_dims=True) - h
+        is_right = tl.reshape(tl.arange(0, 2), [1] * (n_dims - stage + i) + [2] + [1] * (stage - 1 - i))
+        h = tl.where((h > partner) != (flip ^ is_right), partner, h)
+    return h
 
 
 @triton.jit
 def topk_desc(x, K: tl.constexpr):
-    """The ``K`` largest elements of the 1-D int64 tensor ``x``, sorted descending (Batcher's bitonic top-k)."""
-    log_n: tl.constexpr = _log2(x.numel)
+    """The ``K`` largest elements of each row of the int64 tensor ``x [R, N]``, sorted descending: ``[R, K]``
+    (Batcher's bitonic top-k; the row axis is simply the outermost axes of the hypercube)."""
+    R: tl.constexpr = x.shape[0]
+    log_r: tl.constexpr = _log2(R)
+    log_n: tl.constexpr = _log2(x.shape[1])
     log_k: tl.constexpr = _log2(K)
-    h = tl.reshape(x, [2] * log_n)
+    h = tl.reshape(x, [2] * (log_r + log_n))
     for i in tl.static_range(1, log_k + 1):
-        h = _merge_hypercube(h, i, 2 if i < log_n else 1)
+        h = _merge_hypercube(h, i, 2 if i < log_n else 1, log_r + log_n)
     for i in tl.static_range(log_k + 1, log_n + 1):
-        h = tl.max(h, axis=log_n - i)  # the larger of each pair of sorted runs: a bitonic run of the K largest
-        h = _merge_hypercube(h, log_k, 2 if i < log_n else 1)
-    return tl.reshape(h, [K])
+        h = tl.max(h, axis=log_r + log_n - i)  # the larger of each pair of sorted runs: a bitonic run of the K largest
+        h = _merge_hypercube(h, log_k, 2 if i < log_n else 1, log_r + log_n - i + log_k)
+    return tl.reshape(h, [R, K])
 
 
 @triton.jit
 def merge_sorted(x, DESCENDING: tl.constexpr):
-    """Sort a bitonic 1-D int64 tensor (e.g. an ascending one, or the elementwise max of an ascending and a
-    descending one)."""
-    n_dims: tl.constexpr = _log2(x.numel)
-    h = _merge_hypercube(tl.reshape(x, [2] * n_dims), n_dims, DESCENDING)
-    return tl.reshape(h, [x.numel])
+    """Sort each row of a ``[R, N]`` int64 tensor whose rows are bitonic (e.g. ascending, or the elementwise max of an
+    ascending and a descending run)."""
+    log_r: tl.constexpr = _log2(x.shape[0])
+    log_n: tl.constexpr = _log2(x.shape[1])
+    h = _merge_hypercube(tl.reshape(x, [2] * (log_r + log_n)), log_n, DESCENDING, log_r + log_n)
+    return tl.reshape(h, [x.shape[0], x.shape[1]])

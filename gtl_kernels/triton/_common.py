@@ -7,18 +7,25 @@ under ``TRITON_INTERPRET=1`` on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import warnings
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 CHUNK = 1024  # tokens per chunk of the two-level race (KERNEL_SPEC §3, part of the contract)
-STREAM_TOKEN, STREAM_STAY, STREAM_CHUNK = 0, 1, 2  # counter word 3 (KERNEL_SPEC §3)
 K_MAX = 1024  # largest top-k served by the one-pass candidate buffer (docs/TRITON_BACKEND.md, "top-k")
 
-_INT32_MAX = 2**31 - 1
+# The same numbers as seen from kernels (Triton reads only constexpr globals).
+CHUNK_C = tl.constexpr(CHUNK)
+STREAM_TOKEN = tl.constexpr(0)  # counter word 3 (KERNEL_SPEC §3)
+STREAM_STAY = tl.constexpr(1)
+STREAM_CHUNK = tl.constexpr(2)
+INT32_MAX = tl.constexpr(2**31 - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -91,15 +98,16 @@ def uniform64_less(w0, w1, p):
 
 
 @triton.jit
-def row_params(gamma_ptr, temp_ptr, row):
-    """Per-row ``gamma``, ``1 / T`` and the temperature's mode.
+def row_params(gamma_ptr, temp_ptr, rows, ok):
+    """Per-row ``gamma``, ``1 / T`` and the temperature's mode, for a row index or a vector of them (``ok``: rows that
+    exist).
 
     ``greedy``: ``T == 0`` (scores stay unscaled). ``bad_t``: ``T < 0`` or NaN makes the row invalid (KERNEL_SPEC §4).
     ``1 / T`` is kept at least the smallest normal float so ``T = inf`` leaves ``+-inf`` scores infinite instead of
     turning them into NaN (``inf * 0``); the reference clamps ``T`` the same way.
     """
-    gamma = tl.load(gamma_ptr + row)
-    t = tl.load(temp_ptr + row)
+    gamma = tl.load(gamma_ptr + rows, mask=ok, other=0.0)
+    t = tl.load(temp_ptr + rows, mask=ok, other=1.0)
     positive = t > 0.0
     inv_t = tl.where(positive, tl.maximum(tl.math.div_rn(1.0, tl.where(positive, t, 1.0)), 1.1754943508222875e-38), 1.0)
     greedy = t == 0.0
@@ -108,20 +116,19 @@ def row_params(gamma_ptr, temp_ptr, row):
 
 
 @triton.jit
-def load_scores(
-    logits_ptr, stride_l, bias_ptr, stride_b, row, col, V, gamma, inv_t, mask_id,
-    HAS_BIAS: tl.constexpr, MASKED: tl.constexpr,
-):
-    """Scores ``s = (logits + gamma * bias) / T`` in float32 at columns ``col`` (any shape) of row ``row``.
+def load_scores(logits_ptr, l_off, bias_ptr, b_off, col, mask, gamma, inv_t, mask_id,
+                HAS_BIAS: tl.constexpr, MASKED: tl.constexpr):
+    """Scores ``s = (logits + gamma * bias) / T`` in float32 at ``l_off + col`` (``l_off``: 64-bit row offsets, so
+    ``N * V >= 2^31`` works; everything broadcasts against ``col``).
 
-    Columns ``>= V`` and, with ``MASKED``, ``mask_id`` read as ``-inf``. Inputs are loaded in their own dtype. A row
-    with ``gamma == 0`` does not read its bias at all, so a NaN or ``-inf`` bias cannot reach it (KERNEL_SPEC §1).
-    Row offsets are 64-bit (``N * V >= 2^31``).
+    Elements outside ``mask`` and, with ``MASKED``, column ``mask_id`` read as ``-inf``. Inputs are loaded in their own
+    dtype. A row with ``gamma == 0`` does not read its bias at all, so a NaN or ``-inf`` bias cannot reach it
+    (KERNEL_SPEC §1).
     """
-    inb = col < V
-    z = tl.load(logits_ptr + row.to(tl.int64) * stride_l + col, mask=inb, other=float("-inf")).to(tl.float32)
+    z = tl.load(logits_ptr + l_off + col, mask=mask, other=float("-inf")).to(tl.float32)
     if HAS_BIAS:
-        b = tl.load(bias_ptr + row.to(tl.int64) * stride_b + col, mask=inb & (gamma != 0.0), other=0.0)
+        # (tl.where, not `&`: the interpreter cannot `&` a loaded scalar's comparison with a block)
+        b = tl.load(bias_ptr + b_off + col, mask=tl.where(gamma != 0.0, mask, False), other=0.0)
         z = z + gamma * b.to(tl.float32)
     s = z * inv_t
     if MASKED:
@@ -133,7 +140,7 @@ def load_scores(
 # Sortable (score, token) keys for top-k (ties toward the lower id)
 # ---------------------------------------------------------------------------------------------------------------------
 
-KEY_PAD = -(2**63)  # below every real key: padding never enters a top-k
+KEY_PAD = tl.constexpr(-(2**63))  # below every real key: padding never enters a top-k
 
 
 @triton.jit
@@ -227,6 +234,21 @@ def interpreted(device: torch.device) -> bool:
     return device.type != "cuda"
 
 
+@contextlib.contextmanager
+def quiet(device: torch.device):
+    """The interpreter evaluates ``log(0)``, ``max`` of a NaN row and friends with numpy, which warns; the kernels
+    mean ``-inf`` / NaN there. Nothing to silence on the GPU."""
+    if not interpreted(device):
+        yield
+        return
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+FORCE_BLOCK: int | None = None  # tests set this (with FORCE_SPLITS) to split rows that the interpreter would not
+
+
 def row_block(v: int, device: torch.device, multiple: int = CHUNK) -> int:
     """Tokens per loop iteration over a row: a power of two, a multiple of ``multiple``, a function of ``V`` and the
     device only (never of ``N``), so every row is reduced in the same tiles whatever the batch (batch invariance).
@@ -235,9 +257,20 @@ def row_block(v: int, device: torch.device, multiple: int = CHUNK) -> int:
     ``GTL_TRITON_BLOCK`` overrides the GPU size for tuning.
     """
     need = max(triton.next_power_of_2(v), multiple)
+    if FORCE_BLOCK:
+        return max(FORCE_BLOCK, multiple)
     if interpreted(device):
         return min(need, 65536)
     return min(need, max(int(os.environ.get("GTL_TRITON_BLOCK", 4096)), multiple))
+
+
+def rows_per_program(tile: int, n_rows: int, device: torch.device) -> int:
+    """Rows per program of the sampling kernels: 1 on the GPU; under the interpreter, whose cost is per operation,
+    as many as keep a tile near 2^18 elements, and no more than the batch needs. (numpy reduces each row of a tile
+    on its own, so there the grouping of rows cannot change a row's result.)"""
+    if not interpreted(device):
+        return 1
+    return max(1, min(256, (1 << 18) // tile, triton.next_power_of_2(max(n_rows, 1))))
 
 
 def num_warps(device: torch.device) -> int:

@@ -20,18 +20,28 @@ import triton
 import triton.language as tl
 
 from ._bitonic import merge_sorted, topk_desc
-from ._common import CHUNK, STREAM_CHUNK, STREAM_TOKEN, exponential64, philox_words, unpack_key
+from ._common import (
+    CHUNK_C,
+    INT32_MAX,
+    KEY_PAD,
+    STREAM_CHUNK,
+    STREAM_TOKEN,
+    exponential64,
+    philox_words,
+    unpack_key,
+)
 
 
 @triton.jit
-def buffer_init(K_PAD: tl.constexpr):
-    return tl.full([K_PAD], -9223372036854775808, tl.int64)
+def buffer_init(R: tl.constexpr, K_PAD: tl.constexpr):
+    return tl.full([R, K_PAD], KEY_PAD, tl.int64)
 
 
 @triton.jit
 def buffer_push(buf, keys, K_PAD: tl.constexpr):
-    """Merge a block of keys (1-D, a power of two ``>= K_PAD`` long, padding ``KEY_PAD``) into the ascending buffer."""
-    if tl.max(keys) > tl.min(buf):
+    """Merge a block of keys ``[R, BLOCK]`` (``BLOCK`` a power of two ``>= K_PAD``, padding ``KEY_PAD``) into the
+    ascending buffers ``[R, K_PAD]``. Skipped when no row has a key above its buffer's smallest."""
+    if tl.max((tl.max(keys, axis=1) > tl.min(buf, axis=1)).to(tl.int32)) > 0:
         best = topk_desc(keys, K_PAD)
         buf = merge_sorted(tl.maximum(buf, best), False)
     return buf
@@ -39,52 +49,65 @@ def buffer_push(buf, keys, K_PAD: tl.constexpr):
 
 @triton.jit
 def buffer_descending(buf):
-    """The ascending buffer in descending order (an ascending run is bitonic: one merge)."""
+    """The ascending buffers in descending order (an ascending run is bitonic: one merge)."""
     return merge_sorted(buf, True)
 
 
 @triton.jit
-def buffer_merge_rows(bufs, K_PAD: tl.constexpr):
-    """The ``K_PAD`` largest keys of a ``[R, K_PAD]`` stack of buffers (R a power of two), sorted descending."""
-    return topk_desc(tl.reshape(bufs, [bufs.numel]), K_PAD)
+def buffer_merge(bufs, K_PAD: tl.constexpr):
+    """The ``K_PAD`` largest keys of each row of ``[R, S, K_PAD]`` split buffers, descending: ``[R, K_PAD]``."""
+    return topk_desc(tl.reshape(bufs, [bufs.shape[0], bufs.shape[1] * bufs.shape[2]]), K_PAD)
+
+
+@triton.jit
+def load_split_buffers(ws_buf_ptr, ws_bad_ptr, rows, ok, n_splits, SPLITS_PAD: tl.constexpr, K_PAD: tl.constexpr):
+    """The ``[R, SPLITS_PAD, K_PAD]`` buffers and NaN flags that the split programs of rows ``rows`` stored."""
+    sp = tl.arange(0, SPLITS_PAD)[None, :]
+    m = ok[:, None] & (sp < n_splits)
+    j = rows.to(tl.int64)[:, None] * n_splits + sp
+    bufs = tl.load(ws_buf_ptr + j[:, :, None] * K_PAD + tl.arange(0, K_PAD)[None, None, :], mask=m[:, :, None],
+                   other=KEY_PAD)
+    bad = tl.max(tl.load(ws_bad_ptr + j, mask=m, other=0), axis=1)
+    return bufs, bad
 
 
 @triton.jit
 def buffer_race(buf_desc, top_k, n_chunks, seed, offset, K_PAD: tl.constexpr, CT: tl.constexpr):
-    """One draw from the softmax over the ``top_k`` largest keys of a descending buffer, by the two-level race.
+    """One draw per row from the softmax over the ``top_k`` largest keys of descending buffers ``[R, K_PAD]``, by the
+    two-level race; ``seed`` is ``[R]``. Returns ``[R]`` token ids, -1 where nothing is allowed.
 
     The allowed set is the top ``top_k`` entries with a score above ``-inf``; if any is ``+inf`` only those remain,
-    with equal scores (KERNEL_SPEC §3). Returns the token id, or -1 when nothing is allowed.
-
-    Chunk log-masses are summed over ``[CT, K_PAD]`` tiles (chunk ids x entries), ``CT`` chunks at a time, with the
-    buffer maximum as the common shift: a chunk more than ~49 nats below it cannot win the race (``-ln E`` lies in
-    ``[-3.9, 45.1]``), so underflow there changes nothing.
+    with equal scores (KERNEL_SPEC §3). Chunk log-masses are summed over ``[R, CT, K_PAD]`` tiles (rows x chunk ids x
+    entries), ``CT`` chunks at a time, with the buffer maximum as the common shift: a chunk more than ~49 nats below it
+    cannot win the race (``-ln E`` lies in ``[-3.9, 45.1]``), so underflow there changes nothing.
     """
-    pos = tl.arange(0, K_PAD)
+    pos = tl.arange(0, K_PAD)[None, :]
     s, tok = unpack_key(buf_desc)
-    allowed = (pos < top_k) & (buf_desc != -9223372036854775808) & (s > float("-inf"))
+    allowed = (pos < top_k) & (buf_desc != KEY_PAD) & (s > float("-inf"))
     pinf = allowed & (s == float("inf"))
-    has_pinf = tl.max(pinf.to(tl.int32)) > 0
+    has_pinf = tl.max(pinf.to(tl.int32), axis=1)[:, None] > 0
     allowed = tl.where(has_pinf, pinf, allowed)
     score = tl.where(has_pinf, 0.0, s)
-    chunk = tl.where(allowed, tok // CHUNK, -1)
+    chunk = tl.where(allowed, tok // CHUNK_C, -1)
 
-    m = tl.max(tl.where(allowed, score, float("-inf")))
+    m = tl.max(tl.where(allowed, score, float("-inf")), axis=1)[:, None]
     e = tl.where(allowed, tl.exp(score - tl.where(m > float("-inf"), m, 0.0)), 0.0)
-    best_key = float("-inf")
-    chosen = -1
+    R: tl.constexpr = buf_desc.shape[0]
+    best_key = tl.full([R], float("-inf"), tl.float32)
+    chosen = tl.full([R], -1, tl.int32)
     for c0 in range(0, n_chunks, CT):
         cid = c0 + tl.arange(0, CT)
-        mass = tl.sum(tl.where(chunk[None, :] == cid[:, None], e[None, :], 0.0), axis=1)
-        w0, w1 = philox_words(seed, cid, offset, STREAM_CHUNK)
+        mass = tl.sum(tl.where(chunk[:, None, :] == cid[None, :, None], e[:, None, :], 0.0), axis=2)  # [R, CT]
+        w0, w1 = philox_words(seed[:, None] + cid[None, :] * 0, cid[None, :], offset, STREAM_CHUNK)
         key = tl.where(mass > 0.0, m + tl.log(mass) - tl.log(exponential64(w0, w1)), float("-inf"))
-        kmax = tl.max(key)
-        if kmax > best_key:  # strictly: on a tie the earlier (lower) chunk stays
-            best_key = kmax
-            chosen = tl.min(tl.where(key == kmax, cid, 2147483647))
+        kmax = tl.max(key, axis=1)
+        kid = tl.min(tl.where(key == kmax[:, None], cid[None, :], INT32_MAX), axis=1)
+        better = kmax > best_key  # strictly: on a tie the earlier (lower) chunk stays
+        best_key = tl.where(better, kmax, best_key)
+        chosen = tl.where(better, kid, chosen)
 
-    w0, w1 = philox_words(seed, tok, offset, STREAM_TOKEN)
-    token_key = tl.where(allowed & (chunk == chosen), score - tl.log(exponential64(w0, w1)), float("-inf"))
-    best = tl.max(token_key)
-    token = tl.min(tl.where(token_key == best, tok, 2147483647))
+    w0, w1 = philox_words(seed[:, None] + tok * 0, tok, offset, STREAM_TOKEN)
+    token_key = tl.where(allowed & (chunk == chosen[:, None]), score - tl.log(exponential64(w0, w1)), float("-inf"))
+    best = tl.max(token_key, axis=1)
+    token = tl.min(tl.where(token_key == best[:, None], tok, INT32_MAX), axis=1)
     return tl.where(chosen >= 0, token, -1)

@@ -1,0 +1,293 @@
+"""Tests specific to the Triton backend (docs/TRITON_BACKEND.md): generator bit identity, the exponential's accuracy,
+split invariance, strides, the large-k paths, registration, and compilation for the GPU without a GPU.
+
+On a machine without CUDA the kernels run under the Triton interpreter (``conftest.py`` sets ``TRITON_INTERPRET``).
+"""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gtl_kernels
+from gtl_kernels import _library, reference
+
+triton = pytest.importorskip("triton")
+if not gtl_kernels.available_backends()["triton"].available:
+    pytest.skip("backend triton is not available", allow_module_level=True)
+
+import triton.language as tl  # noqa: E402
+
+from gtl_kernels.triton import _common  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+INF, NAN = math.inf, math.nan
+
+
+def _inputs(n, v, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(n, v, generator=g, dtype=torch.float64) * 3).to(dtype)
+    bias = torch.randn(n, v, generator=g)
+    gamma = torch.rand(n, generator=g) + 0.25
+    temperature = torch.rand(n, generator=g) + 0.5
+    seeds = torch.randint(-(2**62), 2**62, (n,), generator=g)
+    to = lambda t: t.to(DEVICE)  # noqa: E731
+    return to(logits), to(bias), to(gamma), to(temperature), to(seeds), torch.tensor(77, device=DEVICE)
+
+
+@pytest.fixture
+def forced_split(request):
+    """Run with a small block and a given number of programs per row, then restore the defaults."""
+
+    def set_(block, splits):
+        _common.FORCE_BLOCK, _common.FORCE_SPLITS = block, splits
+
+    yield set_
+    _common.FORCE_BLOCK, _common.FORCE_SPLITS = None, None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Registration
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_schemas_are_the_contract():
+    for op, schema in _library.SCHEMAS.items():
+        assert str(getattr(torch.ops.gtl, op + "_triton").default._schema) == f"gtl::{op}_triton{schema}"
+
+
+def test_import_error_names_triton_when_missing():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "try:\n    import gtl_kernels.triton\nexcept ImportError as e:\n    print('IMPORT-ERROR', e)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "IMPORT-ERROR" in out.stdout and "triton" in out.stdout, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Randomness (KERNEL_SPEC §3)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_philox_bit_identical_to_reference():
+    g = torch.Generator().manual_seed(1)
+    key = torch.randint(-(2**63), 2**63 - 1, (2048,), generator=g)
+    counter = torch.randint(0, 2**32, (2048, 4), generator=g)
+    key[:4] = torch.tensor([0, -1, 2**32 - 1, -(2**63)])
+    counter[:4] = torch.tensor([[0, 0, 0, 0], [2**32 - 1] * 4, [1, 2, 3, 4], [2**32 - 1, 0, 2**32 - 1, 0]])
+    got = torch.ops.gtl.philox_triton(key.to(DEVICE), counter.to(DEVICE)).cpu()
+    assert torch.equal(got, reference.philox4x32(key, counter))
+    # broadcasting a scalar key, as the reference does
+    got = torch.ops.gtl.philox_triton(key[5].to(DEVICE), counter.to(DEVICE)).cpu()
+    assert torch.equal(got, reference.philox4x32(key[5], counter))
+
+
+@triton.jit
+def _exponential_probe(w0_ptr, w1_ptr, out_ptr, N: tl.constexpr):
+    i = tl.arange(0, N)
+    w0 = tl.load(w0_ptr + i).to(tl.uint32)
+    w1 = tl.load(w1_ptr + i).to(tl.uint32)
+    tl.store(out_ptr + i, _common.exponential64(w0, w1))
+
+
+def test_exponential64_relative_error_over_the_whole_range():
+    words = [(0, 0), (0, 1), (0, 2**32 - 1), (1, 0), (2**31 - 1, 2**32 - 1), (2**31, 0), (2**31, 1),
+             (3 * 2**30, 5), (2**32 - 1, 2**32 - 1), (2**32 - 1, 2**32 - 4096), (2**32 - 4096, 0), (2**30, 7)]
+    g = torch.Generator().manual_seed(2)
+    rnd = torch.randint(0, 2**32, (4096 - len(words), 2), generator=g)
+    w = torch.cat([torch.tensor(words), rnd])
+    out = torch.empty(len(w), dtype=torch.float32, device=DEVICE)
+    with _common.quiet(DEVICE):
+        _exponential_probe[(1,)](w[:, 0].contiguous().to(DEVICE), w[:, 1].contiguous().to(DEVICE), out, N=len(w))
+    # float64 reference (reference.exponential64's formula on the same words)
+    x = w[:, 0].double() * 2.0**32 + w[:, 1].double() + 0.5
+    xc = (2**32 - 1 - w[:, 0]).double() * 2.0**32 + (2**32 - 1 - w[:, 1]).double() + 0.5
+    exact = torch.where(w[:, 0] < 2**31, 64 * math.log(2) - torch.log(x), -torch.log1p(-xc * 2.0**-64))
+    rel = ((out.cpu().double() - exact) / exact).abs()
+    assert rel.max().item() < 1e-6, (rel.max().item(), w[rel.argmax()].tolist())
+    assert out.min().item() > 0 and out.max().item() < 45.06
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Invariance to the split of a row and to strides
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _all_ops(logits, bias, gamma, temperature, seeds, offset):
+    n, v = logits.shape
+    x_t = torch.full((n,), 3, dtype=torch.int64, device=DEVICE)
+    x_t[1] = 5
+    stay = torch.full((n,), 0.2, device=DEVICE)
+    out = {
+        "lsm": torch.ops.gtl.guided_log_softmax_triton(logits, bias, gamma, temperature),
+        "sample": torch.ops.gtl.sample_triton(logits, bias, gamma, temperature, 0, seeds, offset, None),
+        "sample_k": torch.ops.gtl.sample_triton(logits, bias, gamma, temperature, 7, seeds, offset, None),
+        "masked": torch.ops.gtl.masked_transition_triton(x_t, logits, bias, gamma, temperature, 0, stay, 3, seeds,
+                                                         offset),
+        "topk": torch.ops.gtl.topk_log_softmax_triton(logits, 5, bias, gamma, temperature),
+    }
+    for kind in ("max_prob", "margin", "neg_entropy"):
+        out[kind] = torch.ops.gtl.confidence_triton(logits, bias, gamma, temperature, kind)
+    return out
+
+
+def _assert_same(a, b):
+    for key in a:
+        x, y = (a[key], b[key]) if isinstance(a[key], tuple) else ((a[key],), (b[key],))
+        for p, q in zip(x, y):
+            assert torch.equal(p.nan_to_num(-1.5), q.nan_to_num(-1.5)), key
+
+
+def test_results_do_not_depend_on_the_split(forced_split):
+    logits, bias, gamma, temperature, seeds, offset = _inputs(4, 3500)
+    logits[1, 3400] = INF  # +inf in the last block
+    temperature[2] = 0.0  # greedy
+    forced_split(1024, 1)
+    one = _all_ops(logits, bias, gamma, temperature, seeds, offset)
+    for splits in (3,):
+        forced_split(1024, splits)
+        _assert_same(one, _all_ops(logits, bias, gamma, temperature, seeds, offset))
+
+
+def test_rows_do_not_depend_on_the_batch():
+    logits, bias, gamma, temperature, seeds, offset = _inputs(6, 3000, torch.bfloat16)
+    full = _all_ops(logits, bias, gamma, temperature, seeds, offset)
+    perm = torch.tensor([4, 2, 5, 1, 0, 3], device=DEVICE)  # row 1 lands at position 3 (masked rows stay masked)
+    shuffled = _all_ops(logits[perm], bias[perm], gamma[perm], temperature[perm], seeds[perm], offset)
+    inv = torch.argsort(perm)
+    for key in full:
+        if key == "masked":
+            continue  # x_t is positional in _all_ops
+        x, y = (full[key], shuffled[key]) if isinstance(full[key], tuple) else ((full[key],), (shuffled[key],))
+        for p, q in zip(x, y):
+            assert torch.equal(p.nan_to_num(-1.5), q[inv].nan_to_num(-1.5)), key
+
+
+def test_row_stride_larger_than_vocabulary():
+    logits, bias, gamma, temperature, seeds, offset = _inputs(5, 1500, torch.float16)
+    wide_l = torch.full((5, 1600), NAN, dtype=logits.dtype, device=DEVICE)
+    wide_b = torch.full((5, 2048), NAN, dtype=bias.dtype, device=DEVICE)
+    wide_l[:, 50:1550] = logits
+    wide_b[:, :1500] = bias
+    padded_l, padded_b = wide_l[:, 50:1550], wide_b[:, :1500]
+    assert padded_l.stride(0) == 1600 and padded_b.stride(0) == 2048
+    _assert_same(_all_ops(logits, bias, gamma, temperature, seeds, offset),
+                 _all_ops(padded_l, padded_b, gamma, temperature, seeds, offset))
+
+
+def test_gamma_zero_never_reads_the_bias():
+    logits, bias, gamma, temperature, seeds, offset = _inputs(3, 2000)
+    gamma.zero_()
+    bad_bias = torch.full_like(bias, NAN)
+    _assert_same(_all_ops(logits, None, gamma, temperature, seeds, offset),
+                 _all_ops(logits, bad_bias, gamma, temperature, seeds, offset))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Paths the shared suite reaches only with large shapes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_top_k_above_the_buffer_matches_the_reference():
+    logits, bias, gamma, temperature, seeds, offset = _inputs(3, 3000)
+    logits[0, 17] = NAN
+    temperature[1] = 0.0
+    k = _common.K_MAX + 300
+    got = torch.ops.gtl.sample_triton(logits, bias, gamma, temperature, k, seeds, offset, None).cpu()
+    want = reference.sample(logits.cpu(), bias.cpu(), gamma.cpu(), temperature.cpu(), k, seeds.cpu(), offset.cpu())
+    assert torch.equal(got, want)
+    vals, ids = torch.ops.gtl.topk_log_softmax_triton(logits, k, bias, gamma, temperature)
+    rv, ri = reference.topk_log_softmax(logits.cpu(), k, bias.cpu(), gamma.cpu(), temperature.cpu())
+    assert torch.equal(ids.cpu()[1:], ri[1:]) and (ids[0] == -1).all()
+    torch.testing.assert_close(vals.cpu(), rv, atol=2e-5, rtol=2e-5, equal_nan=True)
+
+
+def test_point_set_rows_list_the_rest_in_id_order():
+    v = 3000
+    logits = torch.randn(2, v, device=DEVICE)
+    logits[0, [2500, 7, 1200]] = INF  # three +inf tokens
+    ones, zero_t = torch.ones(2, device=DEVICE), torch.tensor([1.0, 0.0], device=DEVICE)
+    vals, ids = torch.ops.gtl.topk_log_softmax_triton(logits, 6, None, ones, zero_t)
+    assert ids[0].tolist() == [7, 1200, 2500, 0, 1, 2]
+    torch.testing.assert_close(vals[0, :3].cpu(), torch.full((3,), -math.log(3)))
+    assert torch.isinf(vals[0, 3:]).all() and torch.isinf(vals[1, 1:]).all() and vals[1, 0].item() == 0
+    g = int(logits[1].argmax())
+    assert ids[1].tolist() == [g] + [i for i in range(6) if i != g][:5]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compilation for the GPU, on any machine (the interpreter cannot catch compile-only errors)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _compile_cases():
+    from gtl_kernels.triton import _race, _stats, confidence, guided_log_softmax, philox, topk_log_softmax
+
+    race = dict(R=1, HAS_BIAS=True, HAS_INDEX=False)
+    return [
+        (_race._chunk_race_kernel, dict(CB=4, CW=1024, NCH=32, MASKED=True, FUSED=True, **race)),
+        (_race._chunk_race_kernel, dict(R=1, CB=1, CW=64, NCH=1, MASKED=False, FUSED=False, HAS_BIAS=False,
+                                        HAS_INDEX=True)),
+        (_race._chunk_fold_kernel, dict(SPLITS_PAD=64, CW=1024, NCH=128, MASKED=True, **race)),
+        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=64, CT=128, MASKED=False, FUSED=True, **race)),
+        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=1024, CT=8, MASKED=True, FUSED=False, **race)),
+        (_race._topk_fold_kernel, dict(R=1, SPLITS_PAD=4, K_PAD=64, CT=128, HAS_INDEX=False, MASKED=True)),
+        (_race._scores_kernel, dict(BLOCK=4096, HAS_BIAS=True, MASKED=True)),
+        (_stats._stats_kernel, dict(BLOCK=4096, HAS_BIAS=True, CONFIDENCE=True, K_PAD=0)),
+        (_stats._stats_kernel, dict(BLOCK=2048, HAS_BIAS=False, CONFIDENCE=False, K_PAD=64)),
+        (guided_log_softmax._write_kernel, dict(BLOCK=4096, HAS_BIAS=True)),
+        (confidence._confidence_kernel, dict(KIND=1)),
+        (topk_log_softmax._topk_write_kernel, dict(BLOCK=2048, K_PAD=64, SPLITS_PAD=4, HAS_BIAS=True)),
+        (philox._philox_kernel, dict(BLOCK=1024)),
+    ]
+
+
+_POINTER_TYPES = {
+    "logits_ptr": "*bf16", "bias_ptr": "*fp32", "gamma_ptr": "*fp32", "temp_ptr": "*fp32", "seeds_ptr": "*i64",
+    "offset_ptr": "*i64", "x_ptr": "*i64", "stay_ptr": "*fp32", "index_ptr": "*i64", "out_ptr": "*i64",
+    "ws_f_ptr": "*fp32", "ws_i_ptr": "*i32", "ws_buf_ptr": "*i64", "ws_bad_ptr": "*i32", "val_ptr": "*fp32",
+    "idx_ptr": "*i64", "arg_ptr": "*i64", "score_ptr": "*fp32", "key_ptr": "*i64", "ctr_ptr": "*i64",
+    "max_ptr": "*fp32", "sum_ptr": "*fp32", "cnt_ptr": "*i32", "part_f_ptr": "*fp32", "part_i_ptr": "*i32",
+    "stride_l": "i64", "stride_b": "i64", "stride_i": "i64",
+}
+
+
+def _compile_all_for_sm90() -> None:
+    """Compile every kernel to a cubin for sm_90 with the ptxas of the Triton wheel (no GPU needed); fail on local
+    memory (register spills)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    for fn, constexprs in _compile_cases():
+        signature = {
+            name: "constexpr" if name in constexprs else _POINTER_TYPES.get(name, "i32") for name in fn.arg_names
+        }
+        kernel = triton.compile(ASTSource(fn, signature, constexprs=constexprs), target=GPUTarget("cuda", 90, 32),
+                                options={"num_warps": 8})
+        assert ".local" not in kernel.asm["ptx"], f"{fn.__name__} {constexprs} uses local memory"
+        print("compiled", fn.__name__, constexprs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU run compiles every kernel anyway")
+def test_every_kernel_compiles_for_sm90():
+    """Catches what the interpreter accepts and the compiler does not (non-constexpr globals, type mismatches across
+    branches, ...). Runs in a fresh process without ``TRITON_INTERPRET``, which replaces kernels by Python."""
+    try:
+        from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
+    except Exception as exc:  # pragma: no cover - a Triton without the NVIDIA backend
+        pytest.skip(f"no NVIDIA backend in this Triton: {exc}")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, __file__, "--compile-sm90"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--compile-sm90"]:
+    _compile_all_for_sm90()
