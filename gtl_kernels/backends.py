@@ -135,15 +135,23 @@ def select(op: str, device: torch.device, requested: str | None = None):
 
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` when an explicitly requested backend cannot run.
     """
-    name = requested or os.environ.get(ENV_VAR) or "auto"
+    name = _choose(op, device.type, requested or os.environ.get(ENV_VAR) or "auto")
+    return _REGISTRY[name].op(op)
+
+
+@torch.compiler.assume_constant_result
+def _choose(op: str, device_type: str, name: str) -> str:
+    """The backend name for ``op`` on ``device_type``. Under ``torch.compile`` it runs once at trace time and its
+    result is a constant of the graph (the checks call into the dispatcher, which cannot be traced)."""
+    device = torch.device(device_type)
     if name != "auto":
         if name not in _REGISTRY:
             raise ValueError(f"backend must be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}")
         reason = _REGISTRY[name].cannot_run(op, device)
         if reason is not None:
             raise RuntimeError(f"cannot run gtl_kernels.{op}: {reason}")
-        return _REGISTRY[name].op(op)
+        return name
     for b in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
         if b.cannot_run(op, device) is None:
-            return b.op(op)
+            return b.name
     raise RuntimeError(f"no backend can run gtl_kernels.{op} on {device}")  # unreachable: torch runs anywhere

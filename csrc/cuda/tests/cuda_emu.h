@@ -5,12 +5,17 @@
 // lane of a warp) never reaches is reported as a deadlock instead of passing silently; a shuffle in a partial warp
 // aborts. __shared__ variables become function-local statics, which is exact because one block runs at a time.
 // Arithmetic is the host's (no fast-math approximations), so results match the GPU to a few ulp, not bit for bit.
+// Fibers switch only at barriers and collectives, each running its stretch to the next one in thread order. A missing
+// __syncthreads between a shared-memory write and a read by another thread shows only when the reader runs later:
+// GTL_CUDA_EMU_REVERSE=1 runs the threads in reverse order to catch the other direction. This is a heuristic;
+// compute-sanitizer racecheck on the GPU is the real check.
 //
 // Include this header before any gtl/cuda_*.cuh header, in a translation unit compiled by a host C++ compiler.
 #pragma once
 
 #define GTL_CUDA_EMULATION 1
 
+#include <setjmp.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 
@@ -52,16 +57,20 @@ namespace emu {
 
 constexpr size_t kStackBytes = 256 * 1024;
 
+// A fiber starts once through makecontext/swapcontext and afterwards switches with _setjmp/_longjmp, which skip the
+// signal-mask system calls of swapcontext (the emulation spends most of its time switching).
 struct Thread {
   ucontext_t ctx;
+  jmp_buf jb;
   uint3 tid;
   int linear = 0;
-  bool done = false;
+  bool started = false, done = false;
 };
 
 struct Block {
   std::vector<Thread> threads;
   ucontext_t sched;
+  jmp_buf sched_jb;
   int cur = 0, live = 0;
   unsigned bar_count = 0, bar_gen = 0;
   std::vector<unsigned> warp_count, warp_gen, warp_live;
@@ -87,7 +96,7 @@ inline Thread& me() { return current()->threads[current()->cur]; }
 
 inline void yield() {
   Block* b = current();
-  swapcontext(&b->threads[b->cur].ctx, &b->sched);
+  if (_setjmp(b->threads[b->cur].jb) == 0) _longjmp(b->sched_jb, 1);
 }
 
 inline void release_if_complete(Block* b) {
@@ -136,6 +145,21 @@ inline void trampoline() {
   --b->warp_live[t.linear / 32];
   ++b->progress;
   release_if_complete(b);
+  _longjmp(b->sched_jb, 1);  // never return: the fiber's stack is abandoned
+}
+
+// Runs thread i until it yields or ends. Kept out of line so that no local of the scheduler loop lives across the
+// _setjmp.
+__attribute__((noinline)) inline void resume(Block& b, int i) {
+  b.cur = i;
+  Thread& t = b.threads[i];
+  if (_setjmp(b.sched_jb) != 0) return;
+  if (!t.started) {
+    t.started = true;
+    swapcontext(&b.sched, &t.ctx);
+  } else {
+    _longjmp(t.jb, 1);
+  }
 }
 
 inline std::vector<char*>& stacks() {
@@ -168,16 +192,17 @@ inline void run_block(Block& b) {
     getcontext(&t.ctx);
     t.ctx.uc_stack.ss_sp = stacks()[i];
     t.ctx.uc_stack.ss_size = kStackBytes;
-    t.ctx.uc_link = &b.sched;
+    t.ctx.uc_link = nullptr;
     makecontext(&t.ctx, trampoline, 0);
   }
   b.live = n;
+  static const bool reverse = std::getenv("GTL_CUDA_EMU_REVERSE") && std::getenv("GTL_CUDA_EMU_REVERSE")[0] == '1';
   while (b.live > 0) {
     const uint64_t before = b.progress;
-    for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) {
+      const int i = reverse ? n - 1 - j : j;
       if (b.threads[i].done) continue;
-      b.cur = i;
-      swapcontext(&b.sched, &b.threads[i].ctx);
+      resume(b, i);
     }
     if (b.live > 0 && b.progress == before) {
       b.cur = 0;

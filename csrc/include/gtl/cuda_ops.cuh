@@ -338,6 +338,7 @@ GTL_DEV void process_row(const Problem& p, const Work& w, int64_t r, Smem& sm) {
       auto source = [&](auto& visit) {
         for_each_row_key(row, [&](float z, int64_t v) { return ordered_key(out_value(f, z, v)); }, visit);
       };
+      __syncthreads();  // the selection's shared memory overlays the chunk statistics read above
       block_select<true>(source, static_cast<uint32_t>(p.k), sm.u.sel);
       block_sort_desc(sm.u.sel.out, static_cast<uint32_t>(p.k));
       for (int64_t i = tid; i < p.k; i += kThreads) {
@@ -367,8 +368,9 @@ __global__ void __launch_bounds__(kThreads, 2) row_kernel(Problem p, Work w) {
 }
 
 // Split path, stage 1: one warp per chunk, kStatsWarps chunks per block in x, rows in y (looped beyond 65535).
+// Register budget 168 (3 blocks of 4 warps per multiprocessor): at 128 the sampling variants spill a few bytes.
 template <class TL, Op kOp, int kVariant>
-__global__ void __launch_bounds__(kStatsWarps * 32, 4) stats_kernel(Problem p, Work w) {
+__global__ void __launch_bounds__(kStatsWarps * 32, 3) stats_kernel(Problem p, Work w) {
   using Tr = Traits<kOp, kVariant>;
   const int lane = threadIdx.x & 31;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kStatsWarps + (threadIdx.x >> 5);
@@ -390,9 +392,10 @@ __global__ void __launch_bounds__(kStatsWarps * 32, 4) stats_kernel(Problem p, W
   }
 }
 
-// Split path, top-k sampling: the threshold of every sampled row (one block per row).
+// Split path, top-k sampling: the threshold of every sampled row (one block per row; the split path serves small
+// batches, so occupancy matters less than a spill-free register budget).
 template <class TL, Op kOp>
-__global__ void __launch_bounds__(kThreads, 2) select_kernel(Problem p, Work w) {
+__global__ void __launch_bounds__(kThreads, 1) select_kernel(Problem p, Work w) {
   __shared__ SelectSmem<false> sm;
   for (int64_t r = blockIdx.x; r < p.n; r += gridDim.x) {
     RowCtx<TL> row;

@@ -154,47 +154,62 @@ GTL_DEV float load_z(const RowCtx<TL>& row, int64_t v) {
   return z;
 }
 
+// One group of kVec tokens starting at v0: group loads when the whole group lies in the row, guarded element loads
+// (and -inf) past the row end. `fill` is the value of a missing element.
+template <class T, int N>
+GTL_DEV void load_group_guarded(const T* row_ptr, int64_t v0, int64_t v, bool vec, float fill, float (&out)[N]) {
+  if (v0 + N <= v) {
+    load_group<T, N>(row_ptr + v0, vec, out);
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; ++e) out[e] = v0 + e < v ? load_scalar(row_ptr + v0 + e) : fill;
+  }
+}
+
 template <class TL, class TB>
 GTL_DEV void load_chunk_typed(const RowCtx<TL>& row, int64_t c, int lane, float (&z)[Layout<TL>::kPerLane]) {
   constexpr int kVec = Layout<TL>::kVec, kGroups = Layout<TL>::kGroups;
   constexpr bool kBias = !std::is_same<TB, NoBias>::value;
   const int64_t base = c * kChunk;
-  const bool full = base + kChunk <= row.v;
-  const bool filtered = !full || row.thresholded || (row.mask_id >= base && row.mask_id < base + kChunk);
-  if (!filtered) {
-    // Every load of the chunk is issued before the first use: kGroups 16-byte loads (and the bias's) in flight.
-    float l[kGroups][kVec];
+  // Every load of the chunk is issued before the first use: kGroups 16-byte loads (and the bias's) in flight.
+  float l[kGroups][kVec];
 #pragma unroll
-    for (int j = 0; j < kGroups; ++j) load_group<TL, kVec>(row.logits + base + (j * 32 + lane) * kVec, row.logits_vec, l[j]);
-    if constexpr (kBias) {
-      // An fp64 bias is read in two halves: all its loads at once would need 64 more registers per thread, and
-      // every bias dtype shares the kernel (its register count is the maximum over them).
-      constexpr int kPhases = sizeof(TB) == 8 ? 2 : 1, kPer = kGroups / kPhases;
-      const TB* bias = static_cast<const TB*>(row.bias);
+  for (int j = 0; j < kGroups; ++j)
+    load_group_guarded<TL, kVec>(row.logits, base + (j * 32 + lane) * kVec, row.v, row.logits_vec, -kInf, l[j]);
+  if constexpr (kBias) {
+    // The bias is read in phases of at most 64 bytes per lane: a wider dtype than the logits' would otherwise need up
+    // to 64 more registers for loads in flight, and every bias dtype shares the kernel (its register count is the
+    // maximum over them). The logits' loads are all in flight already.
+    constexpr int kGroupBytes = kVec * static_cast<int>(sizeof(TB));
+    constexpr int kPer = kGroupBytes >= 64 ? 1 : (64 / kGroupBytes < kGroups ? 64 / kGroupBytes : kGroups);
+    constexpr int kPhases = kGroups / kPer;
+    const TB* bias = static_cast<const TB*>(row.bias);
 #pragma unroll
-      for (int ph = 0; ph < kPhases; ++ph) {
-        float b[kPer][kVec];
+    for (int ph = 0; ph < kPhases; ++ph) {
+      float b[kPer][kVec];
 #pragma unroll
-        for (int q = 0; q < kPer; ++q)
-          load_group<TB, kVec>(bias + base + ((ph * kPer + q) * 32 + lane) * kVec, row.bias_vec, b[q]);
+      for (int q = 0; q < kPer; ++q)
+        load_group_guarded<TB, kVec>(bias, base + ((ph * kPer + q) * 32 + lane) * kVec, row.v, row.bias_vec, 0.f, b[q]);
 #pragma unroll
-        for (int q = 0; q < kPer; ++q)
+      for (int q = 0; q < kPer; ++q)
 #pragma unroll
-          for (int e = 0; e < kVec; ++e) z[(ph * kPer + q) * kVec + e] = guided(l[ph * kPer + q][e], row.gamma, b[q][e]);
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < kGroups; ++j)
-#pragma unroll
-        for (int e = 0; e < kVec; ++e) z[j * kVec + e] = l[j][e];
+        for (int e = 0; e < kVec; ++e) z[(ph * kPer + q) * kVec + e] = guided(l[ph * kPer + q][e], row.gamma, b[q][e]);
     }
   } else {
 #pragma unroll
     for (int j = 0; j < kGroups; ++j)
 #pragma unroll
+      for (int e = 0; e < kVec; ++e) z[j * kVec + e] = l[j][e];
+  }
+  // Filters and the row end, in registers (uniform branches: taken by the mask's chunk, top-k rows, the last chunk).
+  const bool partial = base + kChunk > row.v;
+  if (partial || row.thresholded || (row.mask_id >= base && row.mask_id < base + kChunk)) {
+#pragma unroll
+    for (int j = 0; j < kGroups; ++j)
+#pragma unroll
       for (int e = 0; e < kVec; ++e) {
         const int64_t v = base + (j * 32 + lane) * kVec + e;
-        z[j * kVec + e] = v < row.v ? load_z_typed<TL, TB>(row, v) : -kInf;
+        z[j * kVec + e] = v < row.v ? filter_z(row, v, z[j * kVec + e]) : -kInf;
       }
   }
 }

@@ -62,14 +62,14 @@ GTL_HOST_DEVICE uint64_t random_bits64(uint64_t seed, uint32_t a, uint64_t offse
 GTL_HOST_DEVICE double uniform64(uint64_t x) { return (static_cast<double>(x) + 0.5) * 0x1p-64; }
 
 // E = -ln U with small relative error over the whole range, in float32 (KERNEL_SPEC §3).
-// U <= 1/2: E = 64 ln 2 - ln(x + 0.5); U > 1/2: the complement 1 - U = (~x + 0.5) / 2^64 is exact in integers and
-// E = -log1p(-(1 - U)). float(x) rounds x to 24 bits: a relative error of 2^-24 in U, i.e. an absolute error of
-// ~6e-8 in ln U, far below the fp32 rounding of the scores it is compared with.
+// U <= 1/2: E = -ln U directly (U = float(x) 2^-64 + 2^-65 keeps 24 bits of U however small, so E ~ 44 near 0 keeps
+// its relative accuracy; subtracting ln(x) from 64 ln 2 instead would cancel near U = 1/2). U > 1/2: the complement
+// 1 - U = (~x + 0.5) / 2^64 is exact in integers and E = -log1p(-(1 - U)), accurate down to E ~ 2^-65.
 GTL_HOST_DEVICE float exponential64(uint64_t x) {
   if (x < (uint64_t{1} << 63)) {
-    return 44.3614195558365f - logf(static_cast<float>(x) + 0.5f);
+    return -logf(static_cast<float>(x) * 0x1p-64f + 0x1p-65f);
   }
-  const float complement = (static_cast<float>(~x) + 0.5f) * 0x1p-64f;
+  const float complement = static_cast<float>(~x) * 0x1p-64f + 0x1p-65f;
   return -log1pf(-complement);
 }
 
