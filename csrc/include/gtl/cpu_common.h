@@ -4,12 +4,14 @@
 #pragma once
 
 #include <immintrin.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -157,14 +159,27 @@ inline RowMode row_mode(float t) {
   return t == 0.f ? RowMode::kGreedy : RowMode::kTempered;
 }
 
-// The factor 1/T of d = (z - max) / T. Capped at FLT_MAX so that subnormal T gives the greedy limit (as float64 does)
-// instead of inf * 0; for T = +inf it is FLT_MIN rather than 0, so that every finite d is ~0 (equal probabilities,
-// as z / DBL_MAX in the reference), -inf stays -inf, and top-k still orders by z like the reference's tiny scores.
-inline float inverse_temperature(float t) {
-  if (row_mode(t) != RowMode::kTempered) return 1.f;
-  if (t == kInf) return std::numeric_limits<float>::min();
-  const float inv = 1.f / t;
-  return inv > std::numeric_limits<float>::max() ? std::numeric_limits<float>::max() : inv;
+// d = (z - max) / T is computed as ((z - max) * pre) * inv. For normal T: pre = 1, inv = 1/T. When 1/T overflows
+// (subnormal T), pre = 2^64 (exact) and inv = 1/(T * 2^64), so d keeps the huge finite values of a float64 division
+// instead of inf * 0. For T = +inf, inv = FLT_MIN rather than 0: every finite d is ~0 (equal probabilities, like
+// z / DBL_MAX in the reference), -inf stays -inf, and sample's top-k still orders by z as the reference's tiny
+// scores do. Greedy and invalid rows never use it.
+struct Temper {
+  float pre = 1.f, inv = 1.f;
+};
+
+inline Temper temper_of(float t) {
+  Temper tp;
+  if (row_mode(t) != RowMode::kTempered) return tp;
+  if (t == kInf) {
+    tp.inv = std::numeric_limits<float>::min();
+  } else if (t < 1.f / std::numeric_limits<float>::max()) {
+    tp.pre = 0x1p64f;
+    tp.inv = 1.f / (t * 0x1p64f);
+  } else {
+    tp.inv = 1.f / t;
+  }
+  return tp;
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -207,12 +222,34 @@ struct PhiloxKeys {
 // ranks below the k-th and is skipped (strict >). NaN and -inf never enter.
 // ---------------------------------------------------------------------------------------------------------------------
 
-struct Cand {
-  float z;
-  uint32_t id;
-};
+// A candidate is one 64-bit key: order-preserving bits of z above the complemented id, so that a larger key ranks
+// first (higher z, then lower id) and selection runs on plain integers.
+using Cand = uint64_t;
 
-inline bool cand_before(const Cand& a, const Cand& b) { return a.z > b.z || (a.z == b.z && a.id < b.id); }
+inline Cand make_cand(float z, uint32_t id) {
+  uint32_t u;
+  const float zz = z + 0.f;  // -0 -> +0: equal scores tie on the id
+  std::memcpy(&u, &zz, 4);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (static_cast<uint64_t>(u) << 32) | static_cast<uint32_t>(~id);
+}
+inline uint32_t cand_id(Cand c) { return ~static_cast<uint32_t>(c); }
+inline float cand_z(Cand c) {
+  uint32_t u = static_cast<uint32_t>(c >> 32);
+  u = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
+  float z;
+  std::memcpy(&z, &u, 4);
+  return z;
+}
+
+// Keeps the best k of v (best first when `sorted`).
+inline void keep_best(std::vector<Cand>& v, int64_t k, bool sorted) {
+  if (static_cast<int64_t>(v.size()) > k) {
+    std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<Cand>());
+    v.resize(k);
+  }
+  if (sorted) std::sort(v.begin(), v.end(), std::greater<Cand>());
+}
 
 struct TopK {
   int64_t k = 0;
@@ -223,28 +260,13 @@ struct TopK {
     k = k_;
     thr = -kInf;
     c.clear();
-    if (c.capacity() < static_cast<size_t>(2 * k + 2 * 1024)) c.reserve(2 * k + 2 * 1024);
+    if (c.capacity() < static_cast<size_t>(2 * k + 2 * kChunk)) c.reserve(2 * k + 2 * kChunk);
   }
-  void cut() {  // keep the best k
-    if (static_cast<int64_t>(c.size()) <= k) return;
-    std::nth_element(c.begin(), c.begin() + (k - 1), c.end(), cand_before);
-    c.resize(k);
-    thr = c[k - 1].z;  // the k-th best: everything kept is at least this
-  }
-  void maybe_cut() {
-    if (static_cast<int64_t>(c.size()) >= 2 * k) cut();
+  void maybe_cut() {  // amortized: a cut after every k insertions at most
+    if (static_cast<int64_t>(c.size()) < 2 * k) return;
+    keep_best(c, k, false);
+    thr = cand_z(c[k - 1]);  // the k-th best: everything kept is at least this
   }
 };
-
-// The best k of several parts' candidates (each already a superset of its part's top k), sorted.
-inline void merge_topk(TopK* parts, int64_t nparts, int64_t k, std::vector<Cand>* out) {
-  out->clear();
-  for (int64_t p = 0; p < nparts; ++p) out->insert(out->end(), parts[p].c.begin(), parts[p].c.end());
-  if (static_cast<int64_t>(out->size()) > k) {
-    std::nth_element(out->begin(), out->begin() + (k - 1), out->end(), cand_before);
-    out->resize(k);
-  }
-  std::sort(out->begin(), out->end(), cand_before);
-}
 
 }  // namespace gtl::cpu

@@ -6,7 +6,7 @@ struct ConfidenceScratch {
   ChunkBuffer b;
 };
 
-inline double confidence_score(const RowDist& d, ConfidenceKind kind, float inv_t) {
+static inline double confidence_score(const RowDist& d, ConfidenceKind kind, double t) {
   if (d.mode == RowMode::kGreedy) return kind == ConfidenceKind::kNegEntropy ? 0.0 : 1.0;  // point mass
   if (d.inf_mode) {  // n equal +inf tokens
     const double n = static_cast<double>(d.ninf);
@@ -16,7 +16,7 @@ inline double confidence_score(const RowDist& d, ConfidenceKind kind, float inv_
   }
   if (kind == ConfidenceKind::kMaxProb) return 1.0 / d.s;
   if (kind == ConfidenceKind::kMargin) {
-    const double d2 = (static_cast<double>(d.z2) - d.mz) * inv_t;  // -inf when there is no second token
+    const double d2 = (static_cast<double>(d.z2) - d.mz) / t;  // -inf when there is no second token
     return -std::expm1(d2) / d.s;
   }
   return d.w / d.s - std::log(d.s);
@@ -39,7 +39,7 @@ static void confidence_batch(const ConfidenceArgs& a) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t len;
       const Pass1 p = load_chunk(rs, c, v, s.b.buf, &len);
-      chunk_stats(s.b.buf, len, p, rs.inv_t, need, &st[c]);
+      chunk_stats(s.b.buf, len, p, rs.tp, need, &st[c]);
     }
   };
 
@@ -52,7 +52,7 @@ static void confidence_batch(const ConfidenceArgs& a) {
       return;
     }
     a.argmax[r] = d.argmax;
-    a.score[r] = static_cast<float>(confidence_score(d, a.kind, rs.inv_t));
+    a.score[r] = static_cast<float>(confidence_score(d, a.kind, rs.t));
   };
   run_rows(sa.n, n_chunks, sa.threads, ConfidenceScratch{}, scan, finish, NoPost{});
 }

@@ -14,7 +14,7 @@ struct RowDist {
   float log_s = 0.f;    // log(s) rounded to float, the shift of every log-probability
 };
 
-inline RowDist row_dist(const ChunkStats* st, int64_t n_chunks, const RowScan& rs) {
+static inline RowDist row_dist(const ChunkStats* st, int64_t n_chunks, const RowScan& rs) {
   RowDist d;
   d.mode = rs.mode;
   if (rs.mode == RowMode::kInvalid) return d;
@@ -41,7 +41,7 @@ inline RowDist row_dist(const ChunkStats* st, int64_t n_chunks, const RowScan& r
   }
   for (int64_t c = 0; c < n_chunks; ++c) {
     if (!(st[c].mz > -kInf)) continue;
-    const double delta = (static_cast<double>(st[c].mz) - d.mz) * rs.inv_t;
+    const double delta = (static_cast<double>(st[c].mz) - d.mz) / rs.t;
     const double scale = std::exp(delta);
     d.s += st[c].sum * scale;
     d.w += scale * (st[c].w + delta * st[c].sum);

@@ -18,7 +18,7 @@ struct DrawRow {
   bool topk = false;    // the allowed set is restricted to the top_k scores
 };
 
-inline DrawRow draw_row(const DrawArgs& a, int64_t r, Pass1Fn guided, Pass1Fn unguided) {
+static inline DrawRow draw_row(const DrawArgs& a, int64_t r, Pass1Fn guided, Pass1Fn unguided) {
   DrawRow d;
   if (a.x_t) {  // masked_transition: copy unmasked positions; stay masked iff U(0, stream 1) < stay_prob
     if (a.x_t[r] != a.mask_id) {
@@ -39,32 +39,30 @@ inline DrawRow draw_row(const DrawArgs& a, int64_t r, Pass1Fn guided, Pass1Fn un
   return d;
 }
 
-// Race among the top-k candidates (sorted best first): allowed = the +inf ones if any, else all of them.
-inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed, uint64_t offset) {
+// Race among the top-k candidates: allowed = the +inf ones if any, else all of them.
+static inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed, uint64_t offset) {
   std::vector<Cand>& cand = s.merged;
   if (cand.empty()) return -1;
-  const bool inf_mode = cand[0].z == kInf;
+  const bool inf_mode = std::any_of(cand.begin(), cand.end(), [](Cand c) { return cand_z(c) == kInf; });
   if (inf_mode) {
-    size_t n = 0;
-    while (n < cand.size() && cand[n].z == kInf) ++n;
-    cand.resize(n);
+    cand.erase(std::remove_if(cand.begin(), cand.end(), [](Cand c) { return cand_z(c) != kInf; }), cand.end());
   }
-  std::sort(cand.begin(), cand.end(), [](const Cand& x, const Cand& y) { return x.id < y.id; });
+  std::sort(cand.begin(), cand.end(), [](Cand x, Cand y) { return cand_id(x) < cand_id(y); });
   // Chunk race over the chunks the candidates fall in.
   double best = -std::numeric_limits<double>::infinity();
   size_t best_b = 0, best_e = 0;
   float best_mz = 0.f;
   for (size_t b = 0; b < cand.size();) {
-    const int64_t c = cand[b].id / kChunk;
+    const int64_t c = cand_id(cand[b]) / kChunk;
     size_t e = b;
     float mz = -kInf;
-    while (e < cand.size() && cand[e].id / kChunk == c) mz = std::max(mz, cand[e++].z);
+    while (e < cand.size() && cand_id(cand[e]) / kChunk == c) mz = std::max(mz, cand_z(cand[e++]));
     double m;
     if (inf_mode) {
       m = std::log(static_cast<double>(e - b));
     } else {
       double sum = 0.0;
-      for (size_t i = b; i < e; ++i) sum += std::exp(static_cast<double>((cand[i].z - mz) * d.s.inv_t));
+      for (size_t i = b; i < e; ++i) sum += std::exp((static_cast<double>(cand_z(cand[i])) - mz) / d.s.t);
       m = static_cast<double>(mz) / d.s.t + std::log(sum);
     }
     const double key = m - chunk_race_log_e(seed, offset, c);
@@ -80,16 +78,17 @@ inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed, uint64
   s.cz.assign(padded(n), -kInf);
   s.cid.assign(padded(n), 0u);
   for (int64_t i = 0; i < n; ++i) {
-    s.cz[i] = cand[best_b + i].z;
-    s.cid[i] = cand[best_b + i].id;
+    s.cz[i] = cand_z(cand[best_b + i]);
+    s.cid[i] = cand_id(cand[best_b + i]);
   }
-  const int64_t pos = token_race(s.cz.data(), s.cid.data(), 0u, n, {PhiloxKeys(seed), offset, best_mz, d.s.inv_t, inf_mode});
+  const RaceRow rr{PhiloxKeys(seed), offset, best_mz, d.s.tp, inf_mode};
+  const int64_t pos = token_race(s.cz.data(), s.cid.data(), 0u, n, rr);
   return pos < 0 ? -1 : s.cid[pos];
 }
 
 // The drawn column of a row that is read, or -1 (KERNEL_SPEC §4: NaN score, nothing allowed).
-inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d, const ChunkStats* st, int64_t n_chunks,
-                           DrawScratch* parts, int64_t nparts) {
+static inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d, const ChunkStats* st,
+                                  int64_t n_chunks, DrawScratch* parts, int64_t nparts) {
   float mz = -kInf;
   int64_t ninf = 0;
   for (int64_t c = 0; c < n_chunks; ++c) {
@@ -107,19 +106,14 @@ inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d, const
   if (d.topk) {
     s.merged.clear();
     for (int64_t p = 0; p < nparts; ++p) s.merged.insert(s.merged.end(), parts[p].sel.c.begin(), parts[p].sel.c.end());
-    const int64_t k = a.top_k;
-    if (static_cast<int64_t>(s.merged.size()) > k) {
-      std::nth_element(s.merged.begin(), s.merged.begin() + (k - 1), s.merged.end(), cand_before);
-      s.merged.resize(k);
-    }
-    std::sort(s.merged.begin(), s.merged.end(), cand_before);
+    keep_best(s.merged, a.top_k, false);
     return topk_race(s, d, seed, a.offset);
   }
   const int64_t c = chunk_race(st, n_chunks, ninf > 0, d.s.t, seed, a.offset);
   if (c < 0) return -1;
   int64_t len;
   load_chunk(d.s, c, a.s.v, s.b.buf, &len);
-  const RaceRow rr{PhiloxKeys(seed), a.offset, st[c].mz, d.s.inv_t, ninf > 0};
+  const RaceRow rr{PhiloxKeys(seed), a.offset, st[c].mz, d.s.tp, ninf > 0};
   const int64_t pos = token_race(s.b.buf, nullptr, static_cast<uint32_t>(c * kChunk), padded(len), rr);
   return pos < 0 ? -1 : c * kChunk + pos;
 }
@@ -143,7 +137,7 @@ static void draw_batch(const DrawArgs& a) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t len;
       const Pass1 p = load_chunk(d.s, c, sa.v, s.b.buf, &len);
-      chunk_stats(s.b.buf, len, p, d.s.inv_t, need, &st[c]);
+      chunk_stats(s.b.buf, len, p, d.s.tp, need, &st[c]);
       if (d.topk && !p.nan) topk_offer(s.b.buf, padded(len), static_cast<uint32_t>(c * kChunk), &s.sel);
     }
   };

@@ -17,11 +17,14 @@ void run_rows(int64_t n, int64_t n_chunks, int threads, const Scratch& proto, Sc
   threads = 1;
 #endif
   if (n >= threads || n_chunks == 1 || threads <= 1) {
+    // Guided: large blocks of consecutive rows first, so that each thread writes its own address range (threads
+    // that fault in pages under one page table contend on its lock), then smaller ones, so that rows of unequal cost
+    // (masked_transition) still balance and no thread waits long at the end.
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
       Scratch s = proto;
       std::vector<ChunkStats> st(n_chunks);
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(guided)
       for (int64_t r = 0; r < n; ++r) {
         scan(r, 0, n_chunks, st.data(), s);
         finish(r, st.data(), &s, 1);

@@ -7,7 +7,7 @@ struct RaceRow {
   PhiloxKeys key;
   uint64_t offset;
   float mz;      // reference score of the chunk: keys use d = (z - mz) / T, a shift common to the whole race
-  float inv_t;
+  Temper tp;
   bool inf_mode;  // the row holds +inf scores: only they take part, with equal scores
 };
 
@@ -16,7 +16,7 @@ struct RaceRow {
 GTL_VI int64_t token_race(const float* z, const uint32_t* ids, uint32_t id0, int64_t n, const RaceRow& rr) {
   vf best = splat(-kInf);
   vi best_i = {};
-  const vf mz = splat(rr.mz), it = splat(rr.inf_mode ? 0.f : rr.inv_t);
+  const vf mz = splat(rr.mz), pre = splat(rr.tp.pre), inv = splat(rr.tp.inv);
   for (int64_t i = 0; i < n; i += W) {
     const vf zv = load(z + i);
     if (!mask_bits(zv > splat(-kInf))) continue;  // nothing allowed here (e.g. padding of a candidate list)
@@ -29,7 +29,7 @@ GTL_VI int64_t token_race(const float* z, const uint32_t* ids, uint32_t id0, int
     vu w0, w1;
     philox_w01(a, rr.offset, kStreamToken, rr.key, &w0, &w1);
     const vf log_e = vlog(exponential(w0, w1));
-    vf key = (zv - mz) * it - log_e;
+    vf key = (zv - mz) * pre * inv - log_e;
     if (rr.inf_mode) key = zv == splat(kInf) ? splat(0.f) - log_e : splat(-kInf);
     const vi better = key > best;
     best = better ? key : best;

@@ -2,8 +2,8 @@
 // forms z = logits + gamma * bias in fp32 into a buffer in L1 and tracks max / NaN; the remaining statistics are
 // passes over that buffer. Per-ISA (no include guard, see cpu_multiversion.h).
 //
-// Scores are kept as z, and the temperature enters as d = (z - max) * (1/T) <= 0: the same ordering as
-// s = z / T, no overflow for tiny T, and the greedy/flat limits are plain rewrites of z.
+// Scores are kept as z, and the temperature enters only as d = (z - max) / T <= 0 (computed as in Temper): the
+// same ordering as s = z / T, and no overflow for tiny T. Greedy rows never form d.
 
 struct Pass1 {
   float mz;
@@ -30,7 +30,7 @@ GTL_VI vf score(const T* x, const B* b, float g) {
 using Pass1Fn = Pass1 (*)(const void* x, const void* b, float g, int64_t len, float* buf);
 
 template <class T, class B>
-Pass1 pass1(const void* xv, const void* bv, float g, int64_t len, float* buf) {
+static Pass1 pass1(const void* xv, const void* bv, float g, int64_t len, float* buf) {
   const T* x = static_cast<const T*>(xv);
   const B* b = static_cast<const B*>(bv);
   constexpr bool kGuided = !std::is_same_v<B, NoBias>;  // b is null otherwise: no pointer arithmetic on it
@@ -59,7 +59,7 @@ Pass1 pass1(const void* xv, const void* bv, float g, int64_t len, float* buf) {
 }
 
 template <class T>
-Pass1Fn pass1_for_bias(DType b) {
+static Pass1Fn pass1_for_bias(DType b) {
   switch (b) {
     case DType::kF32:
       return &pass1<T, float>;
@@ -73,7 +73,7 @@ Pass1Fn pass1_for_bias(DType b) {
 }
 
 // The pass-1 function for (logits dtype, bias dtype); `guided` false selects the no-bias version.
-inline Pass1Fn select_pass1(DType x, DType b, bool guided) {
+static inline Pass1Fn select_pass1(DType x, DType b, bool guided) {
   switch (x) {
     case DType::kBF16:
       return guided ? pass1_for_bias<bf16_t>(b) : &pass1<bf16_t, NoBias>;
@@ -120,14 +120,16 @@ struct RowScan {
   const char* x = nullptr;  // row start
   const char* b = nullptr;  // nullptr: unguided row
   int64_t x_esize = 4, b_esize = 4;
-  float g = 0.f, inv_t = 1.f;
+  float g = 0.f;
+  Temper tp;                   // d = ((z - max) * tp.pre) * tp.inv
+  bool flat = false;           // T = +inf
   double t = 1.f;  // the temperature in float64, for chunk log-masses M = max / T + log(sum) (1 for greedy rows)
   RowMode mode = RowMode::kTempered;
   int64_t excl = -1;  // a token removed from the allowed set (masked_transition's mask_id), or -1
   Pass1Fn pass1 = nullptr;
 };
 
-inline RowScan make_row_scan(const ScoreArgs& a, int64_t r, Pass1Fn guided, Pass1Fn unguided) {
+static inline RowScan make_row_scan(const ScoreArgs& a, int64_t r, Pass1Fn guided, Pass1Fn unguided) {
   RowScan s;
   s.x = static_cast<const char*>(a.logits) + r * a.logits_stride * dtype_size(a.logits_dtype);
   s.x_esize = dtype_size(a.logits_dtype);
@@ -140,7 +142,8 @@ inline RowScan make_row_scan(const ScoreArgs& a, int64_t r, Pass1Fn guided, Pass
   s.pass1 = use_bias ? guided : unguided;
   const float t = a.temperature[r];
   s.mode = row_mode(t);
-  s.inv_t = inverse_temperature(t);
+  s.tp = temper_of(t);
+  s.flat = t == kInf;
   s.t = s.mode == RowMode::kTempered ? static_cast<double>(t) : 1.0;
   return s;
 }
@@ -159,7 +162,7 @@ GTL_VI Pass1 load_chunk(const RowScan& row, int64_t c, int64_t v, float* buf, in
 }
 
 // Statistics of a loaded chunk (see ChunkStats). Greedy rows skip the exponentials.
-GTL_VI void chunk_stats(const float* buf, int64_t len, Pass1 p, float inv_t, const ScanNeeds& need, ChunkStats* st) {
+GTL_VI void chunk_stats(const float* buf, int64_t len, Pass1 p, Temper tp, const ScanNeeds& need, ChunkStats* st) {
   *st = ChunkStats{};
   st->mz = p.mz;
   if (p.nan) {
@@ -179,10 +182,10 @@ GTL_VI void chunk_stats(const float* buf, int64_t len, Pass1 p, float inv_t, con
     st->z2 = hmax(m);
   }
   if (!need.sum || !(p.mz > -kInf && p.mz < kInf)) return;
-  const vf mz = splat(p.mz), it = splat(inv_t);
+  const vf mz = splat(p.mz), pre = splat(tp.pre), inv = splat(tp.inv);
   vf sum = {}, w = {};
   for (int64_t i = 0; i < plen; i += W) {
-    const vf d = (load(buf + i) - mz) * it;
+    const vf d = (load(buf + i) - mz) * pre * inv;
     const vf e = vexp(d);
     sum += e;
     if (need.entropy) w += e * (d < splat(-100.f) ? splat(-100.f) : d);  // e == 0 there; avoids 0 * -inf
@@ -198,7 +201,7 @@ GTL_VI void topk_offer(const float* buf, int64_t plen, uint32_t id0, TopK* t) {
     uint32_t bits = mask_bits(load(buf + i) > thr);
     while (bits) {
       const int j = __builtin_ctz(bits);
-      t->c.push_back({buf[i + j], id0 + static_cast<uint32_t>(i + j)});
+      t->c.push_back(make_cand(buf[i + j], id0 + static_cast<uint32_t>(i + j)));
       bits &= bits - 1;
     }
   }

@@ -10,17 +10,19 @@ struct TopkScratch {
 };
 
 // Writes P (token, log-probability) pairs, already in output order, then the lowest ids not in P at -inf.
-inline void write_topk_row(std::vector<Cand>& p, int64_t k, float* values, int64_t* ids) {
+// Entries whose log-probability rounds to -inf join the -inf tail, ordered by id like the reference's stable sort.
+static inline void write_topk_row(std::vector<Cand>& p, int64_t k, float* values, int64_t* ids) {
+  while (!p.empty() && cand_z(p.back()) == -kInf) p.pop_back();
   const int64_t np = std::min<int64_t>(static_cast<int64_t>(p.size()), k);
   for (int64_t j = 0; j < np; ++j) {
-    values[j] = p[j].z;
-    ids[j] = p[j].id;
+    values[j] = cand_z(p[j]);
+    ids[j] = cand_id(p[j]);
   }
   if (np == k) return;
-  std::sort(p.begin(), p.begin() + np, [](const Cand& x, const Cand& y) { return x.id < y.id; });
+  std::sort(p.begin(), p.begin() + np, [](Cand x, Cand y) { return cand_id(x) < cand_id(y); });
   int64_t j = np, q = 0;
   for (int64_t id = 0; j < k; ++id) {
-    if (q < np && p[q].id == id) {
+    if (q < np && cand_id(p[q]) == id) {
       ++q;
       continue;
     }
@@ -47,8 +49,12 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
     for (int64_t c = cb; c < ce; ++c) {
       int64_t len;
       const Pass1 p = load_chunk(rs, c, v, s.b.buf, &len);
-      chunk_stats(s.b.buf, len, p, rs.inv_t, need, &st[c]);
-      if (need.sum && !p.nan) topk_offer(s.b.buf, padded(len), static_cast<uint32_t>(c * kChunk), &s.sel);
+      chunk_stats(s.b.buf, len, p, rs.tp, need, &st[c]);
+      if (!need.sum || p.nan) continue;
+      if (rs.flat) {  // T = inf: finite tokens share one fp32 log-probability, so the reference orders them by id
+        for (int64_t i = 0; i < len; ++i) s.b.buf[i] = std::isfinite(s.b.buf[i]) ? 0.f : s.b.buf[i];
+      }
+      topk_offer(s.b.buf, padded(len), static_cast<uint32_t>(c * kChunk), &s.sel);
     }
   };
 
@@ -65,23 +71,20 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
     std::vector<Cand>& p = parts[0].merged;
     p.clear();
     if (d.mode == RowMode::kGreedy) {
-      p.push_back({0.f, static_cast<uint32_t>(d.argmax)});
+      p.push_back(make_cand(0.f, static_cast<uint32_t>(d.argmax)));
     } else {
       for (int64_t q = 0; q < nparts; ++q) p.insert(p.end(), parts[q].sel.c.begin(), parts[q].sel.c.end());
-      if (static_cast<int64_t>(p.size()) > k) {
-        std::nth_element(p.begin(), p.begin() + (k - 1), p.end(), cand_before);
-        p.resize(k);
-      }
+      keep_best(p, k, false);
       if (d.inf_mode) {  // the +inf tokens (the best candidates) share the mass
         size_t keep = 0;
-        for (const Cand& c : p)
-          if (c.z == kInf) p[keep++] = {-d.log_s, c.id};
+        for (const Cand c : p)
+          if (cand_z(c) == kInf) p[keep++] = make_cand(-d.log_s, cand_id(c));
         p.resize(keep);
       } else {
-        const float mz = d.mz, it = rs.inv_t, ls = d.log_s;
-        for (Cand& c : p) c.z = (c.z - mz) * it - ls;  // as guided_log_softmax computes it
+        const float mz = d.mz, pre = rs.tp.pre, inv = rs.tp.inv, ls = d.log_s;
+        for (Cand& c : p) c = make_cand((cand_z(c) - mz) * pre * inv - ls, cand_id(c));  // as guided_log_softmax does
       }
-      std::sort(p.begin(), p.end(), cand_before);
+      std::sort(p.begin(), p.end(), std::greater<Cand>());
     }
     write_topk_row(p, k, values, ids);
   };

@@ -67,7 +67,8 @@ GTL_VI vf half_bits_to_float(vu h) {  // IEEE binary16 -> binary32, exact (zeros
 
 GTL_VI vf load(const f16_t* p) {
 #if GTL_ISA >= 3
-  return (vf)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  // The zero-masked form: the plain one passes an "undefined" vector that g++ 12 -Wall reports as uninitialized.
+  return (vf)_mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 #elif GTL_ISA == 2
   return (vf)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #else
@@ -171,11 +172,11 @@ GTL_VI vf vlog(vf x) {  // x a positive normal float
   return fmadd(ef, splat(0.693359375f), m + y);
 }
 
-// ---- Philox4x32-10 on W counters (bit-identical to philox.h) and E = -ln U (KERNEL_SPEC §3) --------------------------
+// ---- Philox4x32-10 on W counters (bit-identical to philox.h) and E = -ln U (KERNEL_SPEC §3) ------------------------
 
 GTL_VI vq mul_even(vq a, vq b) {  // 32x32 -> 64-bit products of the even 32-bit lanes
 #if GTL_ISA >= 3
-  return (vq)_mm512_mul_epu32((__m512i)a, (__m512i)b);
+  return (vq)_mm512_maskz_mul_epu32(0xFF, (__m512i)a, (__m512i)b);  // zero-masked: see load(const f16_t*)
 #elif GTL_ISA == 2
   return (vq)_mm256_mul_epu32((__m256i)a, (__m256i)b);
 #else
