@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compile-checks every CUDA source (csrc/cuda/*.cu, torch-free) for sm_80 and sm_90 with nvcc -c, and prints the
 # resource usage (registers, spills, shared memory) ptxas reports. Needs no GPU and no CUDA build of torch.
+# Fails on a compile error or on any register spill. Sources compile in parallel (NVCC_JOBS, default: all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
@@ -8,22 +9,27 @@ NVCC="${NVCC:-$CUDA_HOME/bin/nvcc}"
 [ -x "$NVCC" ] || NVCC="$(command -v nvcc)" || { echo "nvcc_check: no nvcc found" >&2; exit 1; }
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-status=0
-for cu in csrc/cuda/*.cu; do
-  for arch in 80 90; do
-    if "$NVCC" -c "$cu" -o "$out/$(basename "$cu").sm$arch.o" -std=c++17 -O3 --use_fast_math -Icsrc/include \
-        -gencode "arch=compute_$arch,code=sm_$arch" -Xptxas -v >"$out/log" 2>&1; then
-      grep -E "Compiling entry|Used [0-9]+ registers|spill" "$out/log" | sed "s|^|  [$(basename "$cu") sm_$arch] |" || true
-      if grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$out/log" >/dev/null; then
-        echo "nvcc_check: $cu spills registers on sm_$arch" >&2
-        status=1
-      fi
-    else
-      cat "$out/log" >&2
-      echo "nvcc_check: FAILED $cu for sm_$arch" >&2
-      status=1
-    fi
-  done
-done
-[ $status -eq 0 ] && echo "nvcc_check: all CUDA sources compile for sm_80 and sm_90"
-exit $status
+
+check_one() {  # one source, both architectures in one nvcc call (the front end runs once)
+  local cu="$1" name log
+  name="$(basename "$cu")"
+  log="$out/$name.log"
+  if ! "$NVCC" -c "$cu" -o "$out/$name.o" -std=c++17 -O3 --use_fast_math -Icsrc/include \
+      -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xptxas -v >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "nvcc_check: FAILED $cu" >&2
+    return 1
+  fi
+  grep -E "Compiling entry|Used [0-9]+ registers|spill" "$log" | sed "s|^|  [$name] |" || true
+  if grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$log" >/dev/null; then
+    echo "nvcc_check: $cu spills registers" >&2
+    return 1
+  fi
+}
+export -f check_one
+export NVCC out
+if ls csrc/cuda/*.cu | xargs -P "${NVCC_JOBS:-$(nproc)}" -I{} bash -c 'check_one "$@"' _ {}; then
+  echo "nvcc_check: all CUDA sources compile for sm_80 and sm_90 without spills"
+else
+  exit 1
+fi
