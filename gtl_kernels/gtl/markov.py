@@ -94,17 +94,18 @@ def load_matrix(path: str | Path) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def transition_counts(x: torch.Tensor, n_states: int) -> torch.Tensor:
-    """Counts of consecutive pairs ``(x[:, l], x[:, l+1])``: float64 ``[S, S]``. ``x`` int64 ``[N, L]``."""
-    a, b = x[:, :-1].reshape(-1), x[:, 1:].reshape(-1)
+def transition_counts(x: torch.Tensor, n_states: int, lag: int = 1) -> torch.Tensor:
+    """Counts of pairs ``(x[:, l], x[:, l + lag])``: float64 ``[S, S]``. ``x`` int64 ``[N, L]``."""
+    a, b = x[:, :-lag].reshape(-1), x[:, lag:].reshape(-1)
     counts = torch.zeros(n_states * n_states, dtype=torch.float64)
     counts.index_add_(0, a * n_states + b, torch.ones_like(a, dtype=torch.float64))
     return counts.view(n_states, n_states)
 
 
-def estimate_transitions(x: torch.Tensor, n_states: int) -> torch.Tensor:
-    """Row-normalized transition counts, float64 ``[S, S]``; a state never left gets a NaN row."""
-    c = transition_counts(x, n_states)
+def estimate_transitions(x: torch.Tensor, n_states: int, lag: int = 1) -> torch.Tensor:
+    """Row-normalized transition counts, float64 ``[S, S]`` (``lag`` steps ahead; compare with ``trans ** lag``);
+    a state never left gets a NaN row."""
+    c = transition_counts(x, n_states, lag)
     return c / c.sum(1, keepdim=True)
 
 

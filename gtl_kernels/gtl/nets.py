@@ -27,6 +27,8 @@ class TrunkConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     cond: bool = False
+    window: int = 0  # > 0: each position attends only to positions within this distance (local attention)
+    positional: str = "relative"  # "relative": learned per-head bias per offset (T5-style); "rotary": RoPE
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -35,6 +37,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = 1000.0 * t.float().unsqueeze(-1) * freqs
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def rotary_tables(length: int, head_dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables ``[length, head_dim]`` of rotary position embeddings (RoPE, as in MDLM's DiT)."""
+    inv = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    ang = torch.arange(length, dtype=torch.float32).unsqueeze(1) * inv
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos(), ang.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[..., L, head_dim]`` by position: attention scores then depend on relative offsets, which is
+    what a sequence model of local structure (a Markov chain, text) needs to learn quickly."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
 class Block(nn.Module):
@@ -49,6 +66,11 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.n_heads = cfg.n_heads
+        self.rel = None
+        if cfg.positional == "relative":
+            self.rel = nn.Parameter(torch.zeros(cfg.n_heads, 2 * cfg.max_len - 1))
+        elif cfg.positional != "rotary":
+            raise ValueError(f"positional must be 'relative' or 'rotary', got {cfg.positional!r}")
         self.ln1 = nn.LayerNorm(d, elementwise_affine=not cfg.cond)
         self.ln2 = nn.LayerNorm(d, elementwise_affine=not cfg.cond)
         self.qkv = nn.Linear(d, 3 * d)
@@ -61,29 +83,45 @@ class Block(nn.Module):
             nn.init.zeros_(self.ada.weight)
             nn.init.zeros_(self.ada.bias)
 
-    def _attn(self, h: torch.Tensor) -> torch.Tensor:
+    def _attn(self, h: torch.Tensor, pos) -> torch.Tensor:
+        """Bidirectional attention. ``pos``: rotary ``(cos, sin)`` tables or, for relative positions, the offset
+        index matrix ``[L, L]``; plus an optional boolean window mask."""
         b, n, d = h.shape
         q, k, v = self.qkv(h).view(b, n, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # bidirectional: the denoiser sees the whole sequence
+        tables, window = pos
+        if self.rel is None:
+            q, k = apply_rotary(q, *tables), apply_rotary(k, *tables)
+            mask = window
+        else:  # one additive [H, L, L] bias shared by the batch: cheaper than rotating q and k
+            mask = self.rel[:, tables]
+            if window is not None:
+                mask = mask.masked_fill(~window, -math.inf)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None, pos) -> torch.Tensor:
         if self.ada is None:
-            x = x + self.drop(self._attn(self.ln1(x)))
+            x = x + self.drop(self._attn(self.ln1(x), pos))
             return x + self.drop(self.mlp(self.ln2(x)))
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).unsqueeze(1).chunk(6, dim=-1)
-        x = x + (1 + g1) * self.drop(self._attn(self.ln1(x) * (1 + sc1) + sh1))
+        x = x + (1 + g1) * self.drop(self._attn(self.ln1(x) * (1 + sc1) + sh1, pos))
         return x + (1 + g2) * self.drop(self.mlp(self.ln2(x) * (1 + sc2) + sh2))
 
 
 class Trunk(nn.Module):
-    """Token + learned position embedding, ``n_layers`` blocks, final norm: ``[B, L]`` int64 -> ``[B, L, d]``."""
+    """Token embedding, ``n_layers`` blocks with rotary attention, final norm: ``[B, L]`` int64 -> ``[B, L, d]``.
+
+    Positions enter only as relative offsets: a learned per-head attention bias per offset (default), or rotary
+    embeddings as in MDLM's DiT. Relative positions suit local structure (a Markov chain, text), and the bias form
+    costs one ``[H, L, L]`` table per layer instead of rotating every query and key."""
 
     def __init__(self, cfg: TrunkConfig):
         super().__init__()
         self.cfg = cfg
         self.tok = nn.Embedding(cfg.vocab + 1, cfg.d_model)
-        self.pos = nn.Parameter(torch.randn(cfg.max_len, cfg.d_model) * 0.02)
+        cos, sin = rotary_tables(cfg.max_len, cfg.d_model // cfg.n_heads)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model, elementwise_affine=not cfg.cond)
         self.t_mlp = None
@@ -96,14 +134,22 @@ class Trunk(nn.Module):
     def forward(self, z: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         if z.shape[1] > self.cfg.max_len:
             raise ValueError(f"sequence length {z.shape[1]} exceeds max_len {self.cfg.max_len}")
-        x = self.tok(z) + self.pos[: z.shape[1]]
+        x = self.tok(z)
+        n = z.shape[1]
+        idx = torch.arange(n, device=z.device)
+        offsets = idx[:, None] - idx[None, :]
+        window = offsets.abs() <= self.cfg.window if self.cfg.window > 0 else None
+        if self.cfg.positional == "rotary":
+            pos = ((self.rope_cos[:n], self.rope_sin[:n]), window)
+        else:
+            pos = (offsets + self.cfg.max_len - 1, window)
         c = None
         if self.t_mlp is not None:
             if t is None:
                 raise ValueError("this model is time-conditioned: pass t (float [B])")
             c = F.silu(self.t_mlp(timestep_embedding(t.to(x.device), self.cfg.d_model)))
         for blk in self.blocks:
-            x = blk(x, c)
+            x = blk(x, c, pos)
         x = self.ln_f(x)
         if c is not None:
             shift, scale = self.ada_f(c).unsqueeze(1).chunk(2, dim=-1)

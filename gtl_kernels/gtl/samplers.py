@@ -116,9 +116,10 @@ def _as_gamma(gamma) -> Callable[[float], float]:
     return ConstantGamma(float(gamma)) if isinstance(gamma, (int, float)) else gamma
 
 
-def sequence_seeds(seed: int, start: int, count: int) -> torch.Tensor:
+def sequence_seeds(seed: int, start: int, count: int, device="cpu") -> torch.Tensor:
     """Per-sequence keys of sequences ``start .. start + count - 1`` of a sampler call: int64 ``[count]``."""
-    return gk.derive_keys(torch.tensor([seed], dtype=torch.int64), torch.arange(start, start + count)).reshape(-1)
+    keys = gk.derive_keys(torch.tensor([seed], dtype=torch.int64), torch.arange(start, start + count))
+    return keys.reshape(-1).to(device)
 
 
 def one_token_substitutions(z: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -170,7 +171,7 @@ class _RatioScorer:
     def __call__(self, seqs: torch.Tensor) -> torch.Tensor:
         """``seqs`` int64 ``[..., L]`` -> float32 ``[...]`` log-ratios."""
         flat = seqs.reshape(-1, seqs.shape[-1])
-        out = torch.empty(flat.shape[0], dtype=torch.float32)
+        out = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
         for i in range(0, flat.shape[0], self.chunk):
             out[i : i + self.chunk] = self.ratio(flat[i : i + self.chunk]).float()
             self.stats.ratio_calls += 1
@@ -197,11 +198,12 @@ class AncestralSampler:
         mask_id: the mask token ``V``.
         steps: ``T``.
         top_k: keep only the ``top_k`` most likely tokens (0 = all); temperature: token temperature.
+        device: where sequences are built and the models run.
     """
 
     def __init__(self, denoiser, mask_id: int, steps: int = 20, *, top_k: int = 0, temperature: float = 1.0,
-                 schedule: LogLinearSchedule | None = None, cache: bool = True):
-        self.denoiser, self.mask_id, self.steps = denoiser, mask_id, steps
+                 schedule: LogLinearSchedule | None = None, cache: bool = True, device="cpu"):
+        self.denoiser, self.mask_id, self.steps, self.device = denoiser, mask_id, steps, torch.device(device)
         self.top_k, self.temperature, self.cache = top_k, temperature, cache
         self.schedule = schedule or LogLinearSchedule()
 
@@ -218,23 +220,24 @@ class AncestralSampler:
         bar = _progress(-(-n_samples // batch_size) * self.steps, type(self).__name__, progress)
         t0 = time.perf_counter()
         for start, bsz in _batches(n_samples, batch_size):
-            out[start : start + bsz] = self._batch(bsz, length, sequence_seeds(seed, start, bsz), start, stats, bar)
+            seeds = sequence_seeds(seed, start, bsz, self.device)
+            out[start : start + bsz] = self._batch(bsz, length, seeds, start, stats, bar).cpu()
         stats.wall_s = time.perf_counter() - t0
         if bar is not None:
             bar.close()
         return out, stats
 
     def _batch(self, bsz, length, seeds, first_seq, stats, bar):
-        z = torch.full((bsz, length), self.mask_id, dtype=torch.int64)
+        z = torch.full((bsz, length), self.mask_id, dtype=torch.int64, device=self.device)
         logp = None
-        dirty = torch.ones(bsz, dtype=torch.bool)  # sequences whose denoiser output is stale
+        dirty = torch.ones(bsz, dtype=torch.bool, device=self.device)  # sequences whose denoiser output is stale
         cache: dict = {}
         for i in range(self.steps):
             t, s = 1.0 - i / self.steps, 1.0 - (i + 1) / self.steps
             if logp is None or not self.cache:
                 dirty[:] = True
             if dirty.any():
-                fresh = self.denoiser(z[dirty], torch.full((int(dirty.sum()),), t)).float()
+                fresh = self.denoiser(z[dirty], torch.full((int(dirty.sum()),), t, device=self.device)).float()
                 logp = fresh if logp is None or bool(dirty.all()) else logp.index_put((dirty,), fresh)
                 stats.denoiser_passes += int(dirty.sum())
                 stats.denoiser_calls += 1
@@ -272,9 +275,9 @@ class GuidedAncestralSampler(AncestralSampler):
 
     def __init__(self, denoiser, ratio, mask_id: int, steps: int = 20, *, mode: str = "exact", n_ratio: int = 512,
                  gamma=1.0, top_k: int = 8, temperature: float = 1.0, ratio_chunk: int = 8192,
-                 schedule: LogLinearSchedule | None = None, cache: bool = True):
+                 schedule: LogLinearSchedule | None = None, cache: bool = True, device="cpu"):
         super().__init__(denoiser, mask_id, steps, top_k=top_k, temperature=temperature, schedule=schedule,
-                         cache=cache)
+                         cache=cache, device=device)
         if mode not in ("exact", "topn"):
             raise ValueError(f"mode must be 'exact' or 'topn', got {mode!r}")
         self.ratio, self.mode, self.n_ratio = ratio, mode, n_ratio
@@ -294,7 +297,8 @@ class GuidedAncestralSampler(AncestralSampler):
         row_logp = logp[b_idx, l_idx]  # [M, V + 1]
         vocab = logp.shape[-1]
         if self.mode == "exact":
-            cand = torch.arange(vocab).masked_select(torch.arange(vocab) != self.mask_id).expand(len(b_idx), -1)
+            ids = torch.arange(vocab, device=z.device)
+            cand = ids[ids != self.mask_id].expand(len(b_idx), -1)
             cand_logp = row_logp.gather(1, cand)
         else:
             n = min(self.n_ratio, vocab - 1)  # the mask token never is a candidate (SUBS gives it -inf)
@@ -337,7 +341,7 @@ class ScheduledSampler:
 
     def __init__(self, denoiser, mask_id: int, ratio=None, *, planner=None, order: str = "random",
                  planner_temperature: float = 0.5, n_ratio: int = 512, gamma=1.0, top_k: int = 0,
-                 temperature: float = 1.0, ratio_chunk: int = 8192):
+                 temperature: float = 1.0, ratio_chunk: int = 8192, device="cpu"):
         if order not in self.ORDERS:
             raise ValueError(f"order must be one of {self.ORDERS}, got {order!r}")
         if order == "planner" and planner is None:
@@ -345,7 +349,7 @@ class ScheduledSampler:
         self.denoiser, self.mask_id, self.ratio, self.planner = denoiser, mask_id, ratio, planner
         self.order, self.planner_temperature = order, planner_temperature
         self.n_ratio, self.gamma, self.top_k = n_ratio, _as_gamma(gamma), top_k
-        self.temperature, self.ratio_chunk = temperature, ratio_chunk
+        self.temperature, self.ratio_chunk, self.device = temperature, ratio_chunk, torch.device(device)
 
     @torch.inference_mode()
     def __call__(self, n_samples: int, length: int, *, seed: int = 0, batch_size: int = 1024,
@@ -356,7 +360,8 @@ class ScheduledSampler:
         bar = _progress(-(-n_samples // batch_size) * length, "ScheduledSampler", progress)
         t0 = time.perf_counter()
         for start, bsz in _batches(n_samples, batch_size):
-            out[start : start + bsz] = self._batch(bsz, length, sequence_seeds(seed, start, bsz), start, stats, bar)
+            seeds = sequence_seeds(seed, start, bsz, self.device)
+            out[start : start + bsz] = self._batch(bsz, length, seeds, start, stats, bar).cpu()
         stats.wall_s = time.perf_counter() - t0
         if bar is not None:
             bar.close()
@@ -364,23 +369,23 @@ class ScheduledSampler:
 
     def _choose_position(self, z, masked, logp, seeds, step, stats):
         bsz = z.shape[0]
-        neg_inf = torch.tensor(-math.inf)
+        neg_inf = torch.tensor(-math.inf, device=z.device)
         if self.order == "planner":
             scores = self.planner(z).float()
             stats.planner_passes += bsz
             stats.planner_calls += 1
             temperature = self.planner_temperature
         elif self.order == "random":
-            scores, temperature = torch.zeros(z.shape), 1.0
+            scores, temperature = torch.zeros(z.shape, device=z.device), 1.0
         else:
             scores, temperature = gk.confidence(logp, kind=self.order)[1], 0.0  # greedy: the most confident
         scores = torch.where(masked, scores, neg_inf)
-        keys = gk.derive_keys(seeds.view(-1, 1), torch.full((bsz, 1), _POSITION_CHANNEL)).reshape(-1)
+        keys = gk.derive_keys(seeds.view(-1, 1), torch.full((bsz, 1), _POSITION_CHANNEL, device=z.device)).reshape(-1)
         return gk.sample(scores, temperature=temperature, seeds=keys, offset=step)
 
     def _batch(self, bsz, length, seeds, first_seq, stats, bar):
-        z = torch.full((bsz, length), self.mask_id, dtype=torch.int64)
-        rows = torch.arange(bsz)
+        z = torch.full((bsz, length), self.mask_id, dtype=torch.int64, device=self.device)
+        rows = torch.arange(bsz, device=self.device)
         for step in range(length):
             masked = z == self.mask_id
             t = masked.float().mean(1)  # the masked fraction: the scheduled sampler has no time grid

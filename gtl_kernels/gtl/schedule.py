@@ -48,8 +48,8 @@ def forward_mask(x0: torch.Tensor, mask_prob: torch.Tensor, mask_id: int, *, gen
 
     Returns int64 ``[B, L]``: each token replaced by ``mask_id`` independently with probability ``mask_prob[b]``.
     """
-    u = torch.rand(x0.shape, generator=generator)
-    return torch.where(u < mask_prob.view(-1, 1), torch.full_like(x0, mask_id), x0)
+    u = torch.rand(x0.shape, generator=generator).to(x0.device)  # drawn on the CPU generator, used anywhere
+    return torch.where(u < mask_prob.to(x0.device).view(-1, 1), torch.full_like(x0, mask_id), x0)
 
 
 def mdlm_loss(log_probs: torch.Tensor, x0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, mask_id: int,

@@ -16,6 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import gtl_kernels as gk
+
+from .samplers import one_token_substitutions
 from .schedule import LogLinearSchedule, forward_mask, mdlm_loss, sample_times
 
 
@@ -44,8 +47,10 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 def fit(model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor], cfg: TrainConfig, *,
-        desc: str = "train", progress: bool = True) -> list[float]:
-    """Run ``cfg.steps`` AdamW steps on ``loss_fn(generator)``; returns the loss history (one float per step)."""
+        desc: str = "train", progress: bool = True, callback: Callable[[int], None] | None = None) -> list[float]:
+    """Run ``cfg.steps`` AdamW steps on ``loss_fn(generator)``; returns the loss history (one float per step).
+
+    ``callback(step)`` runs after every optimizer step (e.g. held-out evaluation), with the model in train mode."""
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -64,7 +69,9 @@ def fit(model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor], cf
         nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
+        if callback is not None:
+            callback(len(history))
         if bar is not None:
             bar.update(1)
             if len(history) % 20 == 0:
@@ -75,14 +82,20 @@ def fit(model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor], cf
     return history
 
 
+def _freeze(model) -> None:
+    """Put a frozen helper model (a network or an oracle callable) in evaluation mode."""
+    if isinstance(model, nn.Module):
+        model.eval()
+
+
 def _batch(data: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` rows of ``data`` drawn uniformly with replacement (small target sets are reused across a batch)."""
-    return data[torch.randint(0, data.shape[0], (n,), generator=gen)]
+    return data[torch.randint(0, data.shape[0], (n,), generator=gen).to(data.device)]
 
 
 def _noised(x0: torch.Tensor, mask_id: int, schedule: LogLinearSchedule, gen: torch.Generator):
     """``(z_t, t)`` with antithetic ``t`` in ``[1e-3, 1]`` and masks from the forward process."""
-    t = sample_times(x0.shape[0], generator=gen)
+    t = sample_times(x0.shape[0], generator=gen).to(x0.device)
     return forward_mask(x0, schedule.mask_prob(t), mask_id, generator=gen), t
 
 
@@ -92,7 +105,7 @@ def _noised(x0: torch.Tensor, mask_id: int, schedule: LogLinearSchedule, gen: to
 
 
 def train_denoiser(model: nn.Module, data: torch.Tensor, cfg: TrainConfig, *, schedule: LogLinearSchedule | None = None,
-                   desc: str = "denoiser", progress: bool = True) -> list[float]:
+                   desc: str = "denoiser", progress: bool = True, callback=None) -> list[float]:
     """Train (or, from a trained model, fine-tune) a :class:`~gtl_kernels.gtl.nets.Denoiser` on ``data`` with MDLM's
     continuous-time loss. Returns the loss history (the negative ELBO in nats per token, per step)."""
     schedule = schedule or LogLinearSchedule()
@@ -103,7 +116,7 @@ def train_denoiser(model: nn.Module, data: torch.Tensor, cfg: TrainConfig, *, sc
         z, t = _noised(x0, mask_id, schedule, gen)
         return mdlm_loss(model(z, t), x0, z, t, mask_id, schedule)
 
-    return fit(model, loss_fn, cfg, desc=desc, progress=progress)
+    return fit(model, loss_fn, cfg, desc=desc, progress=progress, callback=callback)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -116,14 +129,14 @@ def _balanced(source: torch.Tensor, target: torch.Tensor, n: int, gen: torch.Gen
     priors: no ``log(N_T/N_S)`` offset)."""
     half = n // 2
     x = torch.cat([_batch(source, n - half, gen), _batch(target, half, gen)])
-    y = torch.cat([torch.zeros(n - half), torch.ones(half)])
+    y = torch.cat([torch.zeros(n - half), torch.ones(half)]).to(x.device)
     return x, y
 
 
 def train_domain_classifier(model: nn.Module, source: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, *,
                             noisy: bool, mask_id: int, label_smoothing: float = 0.0,
                             schedule: LogLinearSchedule | None = None, desc: str = "classifier",
-                            progress: bool = True) -> list[float]:
+                            progress: bool = True, callback=None) -> list[float]:
     """Binary source-vs-target classifier (a :class:`~gtl_kernels.gtl.nets.SequenceScorer`), BCE on balanced
     batches. ``noisy=False``: clean sequences, ``d(x0)``; ``noisy=True``: both classes noised by the forward process
     at independent uniform times, ``d_t(z_t)``.
@@ -142,13 +155,13 @@ def train_domain_classifier(model: nn.Module, source: torch.Tensor, target: torc
         y = y * (1 - label_smoothing) + (1 - y) * label_smoothing
         return F.binary_cross_entropy_with_logits(model(x), y)
 
-    return fit(model, loss_fn, cfg, desc=desc, progress=progress)
+    return fit(model, loss_fn, cfg, desc=desc, progress=progress, callback=callback)
 
 
 def train_ratio_paper(ratio: nn.Module, source: torch.Tensor, target: torch.Tensor, clean_clf: nn.Module,
                       noisy_clf: nn.Module, cfg: TrainConfig, *, mask_id: int, cycle_weight: float = 0.1,
                       schedule: LogLinearSchedule | None = None, desc: str = "ratio (paper)",
-                      progress: bool = True) -> list[float]:
+                      progress: bool = True, callback=None) -> list[float]:
     """The paper's ratio loss (TGDP-style): ``MSE(r(z_t), d(x0))`` on noised *source* sequences, where ``d`` is the
     clean classifier's log-ratio, plus ``cycle_weight * MSE(r(z_t), d_t(z_t))`` on noised *target* sequences.
 
@@ -168,19 +181,103 @@ def train_ratio_paper(ratio: nn.Module, source: torch.Tensor, target: torch.Tens
             ys, yt = clean_clf(xs), noisy_clf(zt)
         return F.mse_loss(ratio(zs), ys) + cycle_weight * F.mse_loss(ratio(zt), yt)
 
-    return fit(ratio, loss_fn, cfg, desc=desc, progress=progress)
+    return fit(ratio, loss_fn, cfg, desc=desc, progress=progress, callback=callback)
 
 
 def train_ratio_classifier(ratio: nn.Module, source: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, *,
                            mask_id: int, schedule: LogLinearSchedule | None = None,
-                           desc: str = "ratio (noisy classifier)", progress: bool = True) -> list[float]:
+                           desc: str = "ratio (noisy classifier)", progress: bool = True, callback=None) -> list[float]:
     """The ratio network trained directly as a noise-aware source-vs-target classifier (balanced, no smoothing).
 
     Its logit's population minimizer is ``log q_t(z)/p_t(z) = log E_{p(x0|z)}[q(x0)/p(x0)]``, the quantity the
     guided reverse step needs, instead of the regression recipe's ``E[log q/p | z]``.
     """
     return train_domain_classifier(ratio, source, target, cfg, noisy=True, mask_id=mask_id, schedule=schedule,
-                                   desc=desc, progress=progress)
+                                   desc=desc, progress=progress, callback=callback)
+
+
+def _guided_step_inputs(ratio, denoiser, x0: torch.Tensor, gen: torch.Generator, n_candidates: int,
+                        schedule: LogLinearSchedule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The guided step at one masked position per noised sequence: candidate log-probabilities
+    ``log x_theta(z)_{l,v}`` ``[B, K]``, their ratio scores ``r(z[l<-v])`` ``[B, K]``, and the index of the true
+    token among the candidates ``[B]``."""
+    mask_id = denoiser.mask_id
+    bsz, length = x0.shape
+    z, t = _noised(x0, mask_id, schedule, gen)
+    rows = torch.arange(bsz, device=x0.device)
+    pos = torch.randint(0, length, (bsz,), generator=gen).to(x0.device)
+    z[rows, pos] = mask_id  # the position the guided step reveals
+    with torch.no_grad():
+        logp = denoiser(z, t)[rows, pos, :mask_id].float()  # [B, V]
+    true = x0[rows, pos].unsqueeze(1)
+    if n_candidates <= 0 or n_candidates >= mask_id:
+        cand = torch.arange(mask_id, device=x0.device).expand(bsz, -1)
+    else:
+        top = logp.topk(n_candidates, dim=-1).indices
+        # keep the true token as a candidate: it replaces the last top-n slot when missing
+        missing = ~(top == true).any(1, keepdim=True)
+        cand = torch.cat([top[:, :-1], torch.where(missing, true, top[:, -1:])], 1)
+    rho = ratio(one_token_substitutions(z, pos, cand).view(-1, length)).view(bsz, -1)
+    return logp.gather(1, cand), rho, (cand == true).float().argmax(1)
+
+
+@torch.no_grad()
+def conditional_nll(ratio, denoiser, data: torch.Tensor, *, n_candidates: int = 0, seed: int = 0,
+                    batch_size: int = 256, schedule: LogLinearSchedule | None = None) -> float:
+    """Mean cross-entropy (nats) of the true token under the guided step on noised ``data`` (int64 ``[N, L]``):
+    the held-out version of :func:`train_ratio_conditional`'s loss, usable with any ratio estimator."""
+    schedule = schedule or LogLinearSchedule()
+    gen = torch.Generator().manual_seed(seed)
+    was_training = isinstance(ratio, nn.Module) and ratio.training
+    if isinstance(ratio, nn.Module):
+        ratio.eval()
+    total = 0.0
+    for i in range(0, data.shape[0], batch_size):
+        logp, rho, label = _guided_step_inputs(ratio, denoiser, data[i : i + batch_size], gen, n_candidates, schedule)
+        guided = gk.guided_log_softmax(logp, rho.float(), 1.0)  # the sampler's guided distribution at gamma = 1
+        total -= float(guided.gather(1, label.unsqueeze(1)).double().sum())
+    if was_training:
+        ratio.train()
+    return total / data.shape[0]
+
+
+def train_ratio_conditional(ratio: nn.Module, denoiser: nn.Module, target: torch.Tensor, cfg: TrainConfig, *,
+                            n_candidates: int = 0, source: torch.Tensor | None = None, classifier_weight: float = 0.0,
+                            schedule: LogLinearSchedule | None = None,
+                            desc: str = "ratio (conditional)", progress: bool = True, callback=None) -> list[float]:
+    """The ratio network trained through the guided step itself: the cross-entropy of the target's true token under
+    the guided conditional ``softmax_v(log x_theta(z)_{l,v} + r(z[l <- v]))`` at a masked position ``l`` of noised
+    *target* sequences, with the frozen source denoiser ``x_theta``.
+
+    It is a proper scoring rule for the guided conditional, so its minimizer is
+    ``r(z[l <- v]) = log q(v | z) - log x_theta(z)_{l,v} + c(z, l)``; with the exact source denoiser this is
+    ``log q_t(z[l<-v]) / p_t(z[l<-v]) + c = log E[q/p | z[l<-v]] + c``, the guidance function (``c`` cancels in the
+    guided step), and with a learned denoiser it also absorbs the denoiser's error on the target. Unlike a domain
+    classifier it does not saturate when source and target are easy to tell apart: its signal is the target's
+    conditional token distribution, not the domain label.
+
+    Args:
+        n_candidates: candidates per example: 0 = all ``V`` tokens (exact), else the denoiser's top
+            ``n_candidates`` plus the true token (the sampler's top-``n_ratio`` setting).
+        source, classifier_weight: optionally add ``classifier_weight`` times the noisy-classifier loss of
+            :func:`train_ratio_classifier` on balanced ``source``/``target`` batches (both losses are minimized by
+            the same log-ratio, up to the constant).
+    """
+    schedule = schedule or LogLinearSchedule()
+    _freeze(denoiser)
+    mask_id = denoiser.mask_id
+
+    def loss_fn(gen):
+        x0 = _batch(target, cfg.batch_size, gen)
+        logp, rho, label = _guided_step_inputs(ratio, denoiser, x0, gen, n_candidates, schedule)
+        loss = F.cross_entropy(logp + rho, label)  # the guided step at gamma = 1, differentiable in rho
+        if classifier_weight > 0 and source is not None:
+            x, y = _balanced(source, target, cfg.batch_size, gen)
+            z, _ = _noised(x, mask_id, schedule, gen)
+            loss = loss + classifier_weight * F.binary_cross_entropy_with_logits(ratio(z), y)
+        return loss
+
+    return fit(ratio, loss_fn, cfg, desc=desc, progress=progress, callback=callback)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -189,12 +286,12 @@ def train_ratio_classifier(ratio: nn.Module, source: torch.Tensor, target: torch
 
 
 def train_planner(planner: nn.Module, denoiser: nn.Module, data: torch.Tensor, cfg: TrainConfig, *,
-                  schedule: LogLinearSchedule | None = None, desc: str = "planner", progress: bool = True) -> list[float]:
+                  schedule: LogLinearSchedule | None = None, desc: str = "planner", progress: bool = True, callback=None) -> list[float]:
     """Train the planner (a :class:`~gtl_kernels.gtl.nets.Planner`) to predict, at every masked position of a noised
     sequence, whether the frozen denoiser's argmax equals the true token (BCE over masked positions)."""
     schedule = schedule or LogLinearSchedule()
     mask_id = denoiser.mask_id
-    denoiser.eval()
+    _freeze(denoiser)
 
     def loss_fn(gen):
         x0 = _batch(data, cfg.batch_size, gen)
@@ -205,4 +302,4 @@ def train_planner(planner: nn.Module, denoiser: nn.Module, data: torch.Tensor, c
         loss = F.binary_cross_entropy_with_logits(planner(z), right, reduction="none")
         return (loss * masked).sum() / masked.sum().clamp(min=1)
 
-    return fit(planner, loss_fn, cfg, desc=desc, progress=progress)
+    return fit(planner, loss_fn, cfg, desc=desc, progress=progress, callback=callback)

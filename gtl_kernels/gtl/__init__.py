@@ -1,0 +1,34 @@
+"""Guided Transfer Learning (GTL) for masked discrete diffusion, built on the ``gtl_kernels`` ops.
+
+Modules:
+    schedule   log-linear schedule, forward masking, MDLM's continuous-time loss
+    nets       transformer denoiser (AdaLN, SUBS), sequence scorers (classifiers, ratio network), planner
+    training   training loops (denoisers, classifiers, three ratio estimators, planner)
+    samplers   unguided / guided ancestral samplers and the scheduled (planner) sampler
+    markov     Markov chains: data, transition metrics, exact oracles (denoiser and ratio)
+"""
+
+from .markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, estimate_transitions, transition_metrics
+from .nets import Denoiser, Planner, SequenceScorer, TrunkConfig
+from .samplers import (AncestralSampler, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,
+                       SamplerStats, ScheduledSampler)
+from .schedule import LogLinearSchedule
+
+__all__ = [
+    "AncestralSampler",
+    "ConstantGamma",
+    "Denoiser",
+    "GuidedAncestralSampler",
+    "LogLinearSchedule",
+    "MarkovChain",
+    "MarkovOracleDenoiser",
+    "MarkovOracleRatio",
+    "PiecewiseLinearGamma",
+    "Planner",
+    "SamplerStats",
+    "ScheduledSampler",
+    "SequenceScorer",
+    "TrunkConfig",
+    "estimate_transitions",
+    "transition_metrics",
+]

@@ -1,0 +1,122 @@
+"""GTL models and training: SUBS parameterization, the MDLM loss, the ratio estimators, and an end-to-end smoke run
+of the Markov experiment (tiny sizes)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, load_matrix
+from gtl_kernels.gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig
+from gtl_kernels.gtl.schedule import LogLinearSchedule, forward_mask, mdlm_loss, sample_times
+from gtl_kernels.gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_domain_classifier,
+                                      train_planner, train_ratio_classifier, train_ratio_conditional,
+                                      train_ratio_paper)
+
+S, L = 4, 8
+CFG = TrunkConfig(S, L, d_model=16, n_heads=2, n_layers=1)
+SOURCE, TARGET = MarkovChain.sticky(S, 0.1), MarkovChain.sticky(S, 0.8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    return SOURCE.sample(256, L, generator=g), TARGET.sample(16, L, generator=g)
+
+
+def test_denoiser_subs_parameterization():
+    torch.manual_seed(0)
+    den = Denoiser(CFG)
+    z = torch.tensor([[0, S, 2, S, S, 1, 3, S]])
+    logp = den(z, torch.tensor([0.5]))
+    assert logp.shape == (1, L, S + 1) and logp.dtype == torch.float32
+    assert torch.isinf(logp[..., S]).all() and (logp[..., S] < 0).all()  # the mask gets no probability
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(1, L))
+    for l in range(L):
+        if z[0, l] != S:  # unmasked positions are copied
+            assert logp[0, l, z[0, l]] == 0
+
+
+def test_schedule_and_mdlm_loss():
+    sch = LogLinearSchedule()
+    assert sch.mask_prob(1.0) == pytest.approx(1 - 1e-3)
+    assert sch.stay_prob(0.5, 0.25) == pytest.approx(0.5) and sch.stay_prob(0.5, 0.0) == 0.0
+    t = sample_times(1000, generator=torch.Generator().manual_seed(0))
+    assert t.min() >= 1e-3 and t.max() <= 1 and abs(float(t.mean()) - 0.5) < 0.01  # stratified
+    x0 = torch.randint(0, S, (1000, L))
+    z = forward_mask(x0, torch.full((1000,), 0.3), S, generator=torch.Generator().manual_seed(1))
+    assert abs(float((z == S).float().mean()) - 0.3) < 0.02 and ((z == S) | (z == x0)).all()
+    # The exact denoiser of i.i.d. uniform data has loss = E[(1/t) * #masked / L] * log S = (1 - eps) log S.
+    uniform = torch.full((1000, L, S + 1), -math.log(S))
+    uniform[..., S] = -math.inf
+    t = sample_times(1000, generator=torch.Generator().manual_seed(2))
+    z = forward_mask(x0, sch.mask_prob(t), S, generator=torch.Generator().manual_seed(3))
+    assert float(mdlm_loss(uniform, x0, z, t, S, sch)) == pytest.approx(math.log(S), rel=0.1)
+
+
+def test_denoiser_training_lowers_the_loss(data):
+    xs, _ = data
+    torch.manual_seed(0)
+    den = Denoiser(CFG)
+    hist = train_denoiser(den, xs, TrainConfig(steps=60, batch_size=64, lr=3e-3), progress=False)
+    assert all(math.isfinite(h) for h in hist)
+    assert sum(hist[-10:]) / 10 < sum(hist[:10]) / 10
+
+
+def test_ratio_estimators_and_planner_run(data):
+    xs, xt = data
+    torch.manual_seed(0)
+    cfg = TrainConfig(steps=5, batch_size=32)
+    den = MarkovOracleDenoiser(SOURCE)
+    for train in (
+        lambda r: train_ratio_conditional(r, den, xt, cfg, progress=False),
+        lambda r: train_ratio_conditional(r, den, xt, cfg, n_candidates=2, source=xs, classifier_weight=1.0,
+                                          progress=False),
+        lambda r: train_ratio_classifier(r, xs, xt, cfg, mask_id=S, progress=False),
+    ):
+        r = SequenceScorer(CFG)
+        assert all(math.isfinite(h) for h in train(r))
+        assert r(xt).shape == (16,)
+    clean, noisy, ratio = SequenceScorer(CFG), SequenceScorer(CFG), SequenceScorer(CFG)
+    train_domain_classifier(clean, xs, xt, cfg, noisy=False, mask_id=S, label_smoothing=0.1, progress=False)
+    train_domain_classifier(noisy, xs, xt, cfg, noisy=True, mask_id=S, progress=False)
+    assert all(math.isfinite(h) for h in train_ratio_paper(ratio, xs, xt, clean, noisy, cfg, mask_id=S,
+                                                           progress=False))
+    planner = Planner(CFG)
+    train_planner(planner, Denoiser(CFG), xs, cfg, progress=False)
+    assert planner(xs[:3]).shape == (3, L)
+
+
+def test_conditional_nll_ranks_the_exact_ratio_first(data):
+    _, xt = data
+    held = TARGET.sample(300, L, generator=torch.Generator().manual_seed(5))
+    den = MarkovOracleDenoiser(SOURCE)
+    exact = conditional_nll(MarkovOracleRatio(SOURCE, TARGET), den, held)
+    unguided = conditional_nll(lambda z: torch.zeros(z.shape[0]), den, held)
+    assert exact < unguided - 0.5
+
+
+def test_load_matrix(tmp_path):
+    m = [[1, 3], [2, 2]]
+    (tmp_path / "m.json").write_text(json.dumps(m))
+    (tmp_path / "m.txt").write_text("1 3\n2 2\n")
+    (tmp_path / "m.csv").write_text("1,3\n2,2\n")
+    for name in ("m.json", "m.txt", "m.csv"):
+        assert torch.allclose(load_matrix(tmp_path / name), torch.tensor([[0.25, 0.75], [0.5, 0.5]], dtype=torch.float64))
+
+
+def test_markov_experiment_end_to_end(tmp_path):
+    from gtl_kernels.experiments.markov import main
+
+    out = main(["--n-source", "200", "--n-target", "20", "8", "--length", "8", "--samples", "40",
+                "--d-model", "16", "--heads", "2", "--layers", "1", "--ratio-layers", "1", "--batch-size", "32",
+                "--ratio-batch", "16", "--denoiser-steps", "4", "--vanilla-steps", "2", "--finetune-steps", "2",
+                "--ratio-steps", "2", "--classifier-steps", "2", "--planner-steps", "2", "--order", "planner",
+                "--ratio-loss", "conditional", "paper", "--methods", "vanilla", "finetuned", "gtl", "oracle",
+                "--out", str(tmp_path), "--no-progress", "--threads", "1"])
+    assert (tmp_path / "markov.json").exists() and (tmp_path / "markov.png").stat().st_size > 0
+    agg = json.loads((tmp_path / "markov.json").read_text())["aggregate"]
+    assert set(agg) == {"20", "8"}
+    assert set(agg["8"]) == {"vanilla", "finetuned", "gtl[conditional]", "gtl[paper]", "oracle"}
+    assert out["per_seed"][0]["20"]["gtl[paper]"]["sampler"]["planner_passes"] == 40 * 8
