@@ -107,9 +107,9 @@ def test_load_matrix(tmp_path):
 
 
 def test_markov_experiment_end_to_end(tmp_path):
-    from gtl_kernels.experiments.markov import main
+    from gtl_kernels.experiments.markov import run
 
-    out = main(["--n-source", "200", "--n-target", "20", "8", "--length", "8", "--samples", "40",
+    out = run(["--n-source", "200", "--n-target", "20", "8", "--length", "8", "--samples", "40",
                 "--d-model", "16", "--heads", "2", "--layers", "1", "--ratio-layers", "1", "--batch-size", "32",
                 "--ratio-batch", "16", "--denoiser-steps", "4", "--vanilla-steps", "2", "--finetune-steps", "2",
                 "--ratio-steps", "2", "--classifier-steps", "2", "--planner-steps", "2", "--order", "planner",
@@ -120,3 +120,17 @@ def test_markov_experiment_end_to_end(tmp_path):
     assert set(agg) == {"20", "8"}
     assert set(agg["8"]) == {"vanilla", "finetuned", "gtl[conditional]", "gtl[paper]", "oracle"}
     assert out["per_seed"][0]["20"]["gtl[paper]"]["sampler"]["planner_passes"] == 40 * 8
+
+
+def test_failure_mode_end_to_end(tmp_path):
+    from gtl_kernels.experiments.markov import run
+
+    out = run(["failure", "--n-source", "200", "--failure-n", "10", "--length", "8", "--samples", "30",
+               "--d-model", "16", "--heads", "2", "--layers", "1", "--ratio-layers", "1", "--batch-size", "32",
+               "--ratio-batch", "16", "--denoiser-steps", "3", "--ratio-steps", "2", "--failure-gammas", "0", "4",
+               "--out", str(tmp_path), "--no-progress", "--threads", "1"])
+    rows = out["rows"]
+    # no-overlap pair: 2 candidate sets x 2 gammas; control pair: 1 x 2
+    assert len(rows) == 6 and (tmp_path / "failure.png").exists()
+    assert {r["candidates"] for r in rows if r["pair"] == "no overlap"} == {"all", "top-5"}
+    assert all(0 <= r["new_state_freq"] <= 1 for r in rows if r["pair"] == "no overlap")

@@ -86,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=0.0, help="dropout of the ratio net and classifiers")
     g.add_argument("--ratio-window", type=int, default=1,
                    help="local attention window of the ratio net and classifiers (0 = global attention)")
-    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--batch-size", type=int, default=128, help="batch of the denoisers, classifiers and planner")
     g.add_argument("--lr", type=float, default=3e-3)
-    g.add_argument("--denoiser-steps", type=int, default=400, help="source denoiser")
+    g.add_argument("--denoiser-steps", type=int, default=600, help="source denoiser")
     g.add_argument("--vanilla-steps", type=int, default=250, help="denoiser trained on the target only")
     g.add_argument("--finetune-steps", type=int, default=250, help="source denoiser trained further on the target")
     g.add_argument("--finetune-lr", type=float, default=3e-3)
@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gamma values of the failure-mode sweep")
     g.add_argument("--failure-n", type=int, default=100, help="target sequences in the failure mode")
     g.add_argument("--device", default="cpu")
-    g.add_argument("--threads", type=int, default=2,
-                   help="torch CPU threads (1 can be faster when other jobs share the CPU)")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; 2 is ~1.6x faster on an idle 2-core CPU, but several times slower than 1 "
+                        "when other jobs share it (OpenMP threads spin while they wait)")
     g.add_argument("--out", type=Path, default=Path("results/markov"), help="output folder (JSON, PNG)")
     g.add_argument("--quick", action="store_true", help="small data, short training, few samples")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -408,7 +409,9 @@ def failure(args) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
+    """Parse ``argv`` (``None``: the command line), run the chosen mode and return its results (what the JSON
+    holds)."""
     args = build_parser().parse_args(argv)
     if args.quick:
         apply_quick(args)
@@ -417,5 +420,11 @@ def main(argv: list[str] | None = None) -> dict:
     return failure(args) if args.mode == "failure" else compare(args)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gtl-markov`` and ``python -m gtl_kernels.experiments.markov``; returns the exit status."""
+    run(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())
