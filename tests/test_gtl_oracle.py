@@ -61,7 +61,7 @@ def test_oracles_match_brute_force():
                 assert logp[i, l, zi[l]] == 0 and torch.isinf(logp[i, l]).sum() == s
 
 
-@pytest.mark.parametrize("order", ["random", "max_prob"])
+@pytest.mark.parametrize("order", ["random", "max_prob", "left_to_right"])
 def test_exact_guidance_produces_the_target_chain(order):
     sampler = ScheduledSampler(MarkovOracleDenoiser(SOURCE), S, MarkovOracleRatio(SOURCE, TARGET), order=order,
                                n_ratio=S, gamma=1.0, top_k=0)

@@ -122,6 +122,24 @@ def test_markov_experiment_end_to_end(tmp_path):
     assert out["per_seed"][0]["20"]["gtl[paper]"]["sampler"]["planner_passes"] == 40 * 8
 
 
+def test_markov_seeds_in_worker_processes_match_one_process(tmp_path):
+    """``--jobs`` only changes where seeds run: per-seed results equal the single-process run's."""
+    from gtl_kernels.experiments.markov import run
+
+    common = ["--n-source", "100", "--n-target", "8", "--length", "6", "--samples", "30", "--d-model", "16",
+              "--heads", "2", "--layers", "1", "--ratio-layers", "1", "--batch-size", "16", "--ratio-batch", "8",
+              "--denoiser-steps", "3", "--vanilla-steps", "2", "--finetune-steps", "2", "--ratio-steps", "2",
+              "--order", "left_to_right", "max_prob", "--seeds", "3", "4", "--no-progress", "--threads", "1"]
+    one = run(common + ["--jobs", "1", "--out", str(tmp_path / "one")])
+    two = run(common + ["--jobs", "2", "--out", str(tmp_path / "two")])
+    assert set(one["aggregate"]["8"]) == {"vanilla", "finetuned", "gtl/left_to_right", "gtl/max_prob"}
+    for a, b in zip(one["per_seed"], two["per_seed"]):
+        for method, r in a["8"].items():
+            assert torch.equal(r["matrix"], b["8"][method]["matrix"]), method
+    assert not torch.equal(one["per_seed"][0]["8"]["gtl/max_prob"]["matrix"],
+                           one["per_seed"][1]["8"]["gtl/max_prob"]["matrix"])  # the seeds differ
+
+
 def test_failure_mode_end_to_end(tmp_path):
     from gtl_kernels.experiments.markov import run
 

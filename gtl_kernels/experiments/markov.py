@@ -10,7 +10,8 @@ sequences only), *finetuned* (the source denoiser trained further on them) and *
 guided by a ratio network trained on source and target data). Each is scored by the transition matrix estimated from
 its samples against the true target (mean diagonal, mean absolute error, row-averaged KL) and by its copy rate (the
 share of samples identical to a training target sequence), printed next to the paper's values; JSON and a PNG of the
-estimated matrices go to ``--out``.
+estimated matrices go to ``--out``. The default run (3 seeds, one worker process per seed, ``--jobs``) takes about
+3 minutes on a 2-core CPU; its results and the design behind its defaults are in ``docs/GTL.md``.
 
 Failure: the source never emits one state that the target uses; GTL is swept over gamma (see ``failure`` below).
 """
@@ -21,13 +22,17 @@ import argparse
 import copy
 import dataclasses
 import math
+import multiprocessing
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 import time
 from pathlib import Path
 
 import torch
 
 from ..gtl import markov as mk
+from ..gtl import progress
 from ..gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig, n_params
 from ..gtl.samplers import (AncestralSampler, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,
                             ScheduledSampler)
@@ -63,11 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="oracle = exact source denoiser + exact ratio (the ceiling of guidance)")
     g.add_argument("--ratio-loss", nargs="+", default=["conditional"], choices=RATIO_LOSSES,
                    help="ratio estimator(s); several give one GTL row each, trained on the same data")
-    g.add_argument("--samples", type=int, default=1000, help="generated sequences per method and n")
+    g.add_argument("--samples", type=int, default=500, help="generated sequences per method and n")
     g.add_argument("--sampler", default="scheduled", choices=("scheduled", "ancestral"),
                    help="scheduled = one position per step (L steps); ancestral = T-step grid (--steps)")
-    g.add_argument("--order", default="max_prob", choices=ScheduledSampler.ORDERS,
-                   help="position order of the scheduled sampler (baselines use random when this is planner)")
+    g.add_argument("--order", nargs="+", default=["left_to_right"], choices=ScheduledSampler.ORDERS,
+                   help="position order(s) of the scheduled sampler; several give one GTL row each (one training). "
+                        "The baselines use the first (random instead of planner)")
     g.add_argument("--steps", type=int, default=20, help="steps of the ancestral samplers")
     g.add_argument("--mode-ancestral", dest="anc_mode", default="exact", choices=("exact", "topn"),
                    help="candidate mode of the guided ancestral sampler")
@@ -79,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--planner-temperature", type=float, default=0.5)
     g.add_argument("--sample-batch", type=int, default=1000, help="sequences per sampler batch")
     g = p.add_argument_group("training")
-    g.add_argument("--d-model", type=int, default=64, help="width of every network")
+    g.add_argument("--d-model", type=int, default=32, help="width of every network")
     g.add_argument("--layers", type=int, default=2, help="blocks of the denoisers")
     g.add_argument("--ratio-layers", type=int, default=2, help="blocks of the ratio net, classifiers and planner")
     g.add_argument("--heads", type=int, default=4)
@@ -87,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ratio-window", type=int, default=1,
                    help="local attention window of the ratio net and classifiers (0 = global attention)")
     g.add_argument("--batch-size", type=int, default=128, help="batch of the denoisers, classifiers and planner")
-    g.add_argument("--lr", type=float, default=3e-3)
+    g.add_argument("--lr", type=float, default=6e-3)
     g.add_argument("--denoiser-steps", type=int, default=600, help="source denoiser")
     g.add_argument("--vanilla-steps", type=int, default=250, help="denoiser trained on the target only")
     g.add_argument("--finetune-steps", type=int, default=250, help="source denoiser trained further on the target")
@@ -101,10 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--classifier-steps", type=int, default=300, help="each domain classifier (paper recipe)")
     g.add_argument("--planner-steps", type=int, default=300)
     g = p.add_argument_group("run")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full run per seed; mean ± std reported")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed; mean ± std reported")
     g.add_argument("--failure-gammas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0],
                    help="gamma values of the failure-mode sweep")
     g.add_argument("--failure-n", type=int, default=100, help="target sequences in the failure mode")
+    g.add_argument("--jobs", type=int, default=0,
+                   help="seeds run in this many processes at once (0 = one per seed, at most the CPU count + 1; "
+                        "each process uses --threads threads)")
     g.add_argument("--device", default="cpu")
     g.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; 2 is ~1.6x faster on an idle 2-core CPU, but several times slower than 1 "
@@ -116,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def apply_quick(args) -> None:
-    """--quick: a smoke run of the whole pipeline (about a minute): less data, a tenth of the training, few samples."""
+    """--quick: a smoke run of the whole pipeline (about 20 seconds): less data, a tenth of the training, few samples."""
     args.n_source = min(args.n_source, 1000)
     args.samples = min(args.samples, 200)
     for name in ("denoiser_steps", "vanilla_steps", "finetune_steps", "ratio_steps", "classifier_steps",
@@ -165,6 +174,12 @@ class Context:
         return TrainConfig(steps=steps, batch_size=batch or a.batch_size, lr=lr or a.lr, weight_decay=weight_decay,
                            seed=1000 * self.seed + part)
 
+    def model(self, cls, cfg: TrunkConfig, part: int):
+        """A freshly initialized network, seeded by (seed, part): each component's initialization is the same
+        whichever other components a run trains before it."""
+        torch.manual_seed(1000 * self.seed + part + 500_000)
+        return cls(cfg).to(self.args.device)
+
     def timed(self, key: str, fn, *a, **kw):
         t0 = time.perf_counter()
         out = fn(*a, **kw)
@@ -178,15 +193,17 @@ def gamma_schedule(args, gamma: float | None = None):
     return ConstantGamma(args.gamma if gamma is None else gamma)
 
 
-def make_sampler(args, denoiser, ratio=None, planner=None, gamma=None):
-    """The sampler of the chosen family; ``ratio=None`` gives its unguided version (used by the baselines)."""
+def make_sampler(args, denoiser, ratio=None, planner=None, gamma=None, order=None):
+    """The sampler of the chosen family; ``ratio=None`` gives its unguided version (used by the baselines).
+    ``order`` defaults to the first ``--order``; without a planner, ``planner`` order falls back to random."""
     mask_id = denoiser.mask_id
     if args.sampler == "ancestral":
         if ratio is None:
             return AncestralSampler(denoiser, mask_id, args.steps, device=args.device)
         return GuidedAncestralSampler(denoiser, ratio, mask_id, args.steps, mode=args.anc_mode, n_ratio=args.n_ratio,
                                       gamma=gamma_schedule(args, gamma), top_k=args.top_k, device=args.device)
-    order = args.order if (planner is not None or args.order != "planner") else "random"  # no planner: random order
+    order = order or args.order[0]
+    order = "random" if (order == "planner" and planner is None) else order
     return ScheduledSampler(denoiser, mask_id, ratio, planner=planner if order == "planner" else None, order=order,
                             planner_temperature=args.planner_temperature, n_ratio=args.n_ratio,
                             gamma=gamma_schedule(args, gamma), top_k=args.top_k, device=args.device)
@@ -209,7 +226,7 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
 def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, part: int):
     """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``."""
     a, prog = ctx.args, not ctx.args.no_progress
-    ratio = SequenceScorer(ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window)).to(a.device)
+    ratio = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), part)
     cfg = ctx.train_cfg(a.ratio_steps, part, weight_decay=a.ratio_weight_decay)
     n = len(xt)
     if loss == "conditional":
@@ -221,8 +238,8 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, part: int):
                   desc=f"ratio[classifier] n={n}", progress=prog)
     else:
         ccfg = ctx.train_cfg(a.classifier_steps, part + 1, weight_decay=a.ratio_weight_decay)
-        clean = SequenceScorer(ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window)).to(a.device)
-        noisy = SequenceScorer(ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window)).to(a.device)
+        clean = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), part + 1)
+        noisy = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), part + 2)
         ctx.timed(f"ratio {n}", train_domain_classifier, clean, xs, xt, ccfg, noisy=False, mask_id=ctx.vocab,
                   label_smoothing=0.1, desc=f"clean classifier n={n}", progress=prog)
         ccfg.seed += 1
@@ -246,12 +263,12 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
     needs_source = any(m in args.methods for m in ("finetuned", "gtl"))
     src_den = None
     if needs_source:
-        src_den = Denoiser(ctx.trunk(args.layers)).to(args.device)
+        src_den = ctx.model(Denoiser, ctx.trunk(args.layers), 1)
         ctx.timed("source denoiser", train_denoiser, src_den, xs, ctx.train_cfg(args.denoiser_steps, 1),
                   desc=f"source denoiser (seed {seed})", progress=prog)
     planner = None
-    if "gtl" in args.methods and args.sampler == "scheduled" and args.order == "planner":
-        planner = Planner(ctx.trunk(args.ratio_layers)).to(args.device)
+    if "gtl" in args.methods and args.sampler == "scheduled" and "planner" in args.order:
+        planner = ctx.model(Planner, ctx.trunk(args.ratio_layers), 2)
         ctx.timed("planner", train_planner, planner, src_den, xs, ctx.train_cfg(args.planner_steps, 2),
                   desc="planner", progress=prog)
 
@@ -260,7 +277,7 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
         xt = xt_all[:n]
         res: dict = {}
         if "vanilla" in args.methods:
-            van = Denoiser(ctx.trunk(args.layers)).to(args.device)
+            van = ctx.model(Denoiser, ctx.trunk(args.layers), 10 + n)
             ctx.timed(f"vanilla {n}", train_denoiser, van, xt, ctx.train_cfg(args.vanilla_steps, 10 + n),
                       desc=f"vanilla n={n}", progress=prog)
             res["vanilla"] = evaluate(ctx, make_sampler(args, van), xt, f"vanilla {n}")
@@ -271,18 +288,21 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                       progress=prog)
             res["finetuned"] = evaluate(ctx, make_sampler(args, ft), xt, f"finetuned {n}")
         if "gtl" in args.methods:
+            orders = args.order if args.sampler == "scheduled" else [None]
             for loss in args.ratio_loss:
-                name = "gtl" if len(args.ratio_loss) == 1 else f"gtl[{loss}]"
                 ratio = train_ratio(ctx, loss, src_den, xs, xt, 30 + n)
-                r = evaluate(ctx, make_sampler(args, src_den, ratio, planner), xt, f"{name} {n}")
-                r["ratio"] = {
+                diagnostics = {
                     "loss": loss,
                     "heldout_conditional_nll": conditional_nll(ratio, src_den, heldout, seed=seed),
                     "vs_oracle": mk.ratio_quality(ratio, source, target, heldout.cpu(),
                                                   generator=torch.Generator().manual_seed(seed)),
                     "params": n_params(ratio),
                 }
-                res[name] = r
+                for order in orders:
+                    name = "gtl" + (f"[{loss}]" if len(args.ratio_loss) > 1 else "") + (
+                        f"/{order}" if len(orders) > 1 else "")
+                    r = evaluate(ctx, make_sampler(args, src_den, ratio, planner, order=order), xt, f"{name} {n}")
+                    res[name] = r | {"ratio": diagnostics}
         if "oracle" in args.methods:
             oden, orat = mk.MarkovOracleDenoiser(source), mk.MarkovOracleRatio(source, target)
             res["oracle"] = evaluate(ctx, make_sampler(args, oden, orat), xt, f"oracle {n}")
@@ -292,6 +312,26 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
         results["_source_denoiser"] = {"params": n_params(src_den),
                                        "heldout_nll_vs_oracle": denoiser_gap(src_den, source, args, seed)}
     return results
+
+
+def _seed_worker(line: int, threads: int, args, source, target, seed: int) -> dict:
+    torch.set_num_threads(max(1, threads))
+    progress.set_line(line)
+    return run_seed(args, source, target, seed)
+
+
+def run_seeds(args, source: mk.MarkovChain, target: mk.MarkovChain) -> list[dict]:
+    """:func:`run_seed` for every seed of ``--seeds``, in ``--jobs`` worker processes when that is above 1 (the
+    results do not depend on it: every random choice is seeded by the seed and the component)."""
+    jobs = args.jobs or min(len(args.seeds), (os.cpu_count() or 1) + 1)
+    jobs = min(jobs, len(args.seeds))
+    if jobs <= 1 or args.device != "cpu":
+        return [run_seed(args, source, target, seed) for seed in args.seeds]
+    # spawn, not fork: a forked child would inherit the parent's OpenMP and tqdm state
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_seed_worker, i % jobs, args.threads, args, source, target, seed)
+                   for i, seed in enumerate(args.seeds)]
+        return [f.result() for f in futures]
 
 
 @torch.no_grad()
@@ -316,18 +356,20 @@ def denoiser_gap(den, chain: mk.MarkovChain, args, seed: int) -> float:
 def compare(args) -> dict:
     source, target = build_chains(args)
     t0 = time.perf_counter()
-    per_seed = [run_seed(args, source, target, seed) for seed in args.seeds]
+    per_seed = run_seeds(args, source, target)
     wall = time.perf_counter() - t0
     runs = [{k: v for k, v in r.items() if not k.startswith("_")} for r in per_seed]
     agg = reporting.aggregate(runs)
     print(f"\nsource diag {float(source.trans.diagonal().mean()):.3f} -> target diag "
           f"{float(target.trans.diagonal().mean()):.3f}; L = {args.length}; {args.n_source} source sequences; "
           f"{args.samples} samples per cell; sampler {args.sampler}"
-          + (f"/{args.order}" if args.sampler == "scheduled" else f"/{args.steps} steps"))
+          + (f"/{','.join(args.order)}" if args.sampler == "scheduled" else f"/{args.steps} steps"))
     print(reporting.format_table(agg, len(args.seeds)))
     for n, methods in runs[0].items():
+        shown = set()
         for m, r in methods.items():
-            if "ratio" in r:
+            if "ratio" in r and r["ratio"]["loss"] not in shown:
+                shown.add(r["ratio"]["loss"])
                 q = r["ratio"]["vs_oracle"]
                 print(f"  n={n:>5} {m}: held-out guided NLL {r['ratio']['heldout_conditional_nll']:.3f} nats; "
                       f"vs exact ratio: slope {q['slope']:.2f}, R^2 {q['r2']:.2f}, TV {q['tv']:.3f} (seed {args.seeds[0]})")
@@ -373,7 +415,7 @@ def failure(args) -> dict:
         gen = torch.Generator().manual_seed(seed)
         xs = src.sample(args.n_source, args.length, generator=gen).to(args.device)
         xt = tgt.sample(n, args.length, generator=gen).to(args.device)
-        den = Denoiser(ctx.trunk(args.layers)).to(args.device)
+        den = ctx.model(Denoiser, ctx.trunk(args.layers), 1)
         train_denoiser(den, xs, ctx.train_cfg(args.denoiser_steps, 1), desc=f"source denoiser ({name})",
                        progress=not args.no_progress)
         candidate_sets = {"all": ctx.vocab, f"top-{ctx.vocab - 1}": ctx.vocab - 1} if name == "no overlap" else {

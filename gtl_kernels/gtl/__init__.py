@@ -4,6 +4,7 @@ Modules:
     schedule   log-linear schedule, forward masking, MDLM's continuous-time loss
     nets       transformer denoiser (AdaLN, SUBS), sequence scorers (classifiers, ratio network), planner
     training   training loops (denoisers, classifiers, three ratio estimators, planner)
+    progress   tqdm bars, one terminal line per worker process
     samplers   unguided / guided ancestral samplers and the scheduled (planner) sampler
     markov     Markov chains: data, transition metrics, exact oracles (denoiser and ratio)
 """

@@ -195,10 +195,17 @@ class SequenceScorer(nn.Module):
         self.cfg = cfg
         self.trunk = Trunk(cfg)
         self.head = nn.Linear(cfg.d_model, 1)
+        # A sequence's log-ratio is a sum over its tokens, so one token moves it by O(1) nats while moving the mean
+        # of the features by O(1/L): the head output is scaled by a learned factor that starts at L, and the head
+        # starts at zero (an untrained scorer guides nothing). Without the factor, Adam needs ~L times more steps
+        # to grow the head to the size the log-ratio needs.
+        self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.max_len)))
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` int64 ``[B, L]`` -> fp32 ``[B]``."""
-        return self.head(self.trunk(z).mean(dim=1)).squeeze(-1).float()
+        return (self.log_scale.exp() * self.head(self.trunk(z).mean(dim=1))).squeeze(-1).float()
 
 
 class Planner(nn.Module):

@@ -30,6 +30,7 @@ import torch
 
 import gtl_kernels as gk
 
+from .progress import bar as progress_bar
 from .schedule import LogLinearSchedule
 
 __all__ = [
@@ -149,17 +150,22 @@ def _impossible_stay_impossible(rho: torch.Tensor, cand_logp: torch.Tensor) -> t
     return torch.where(cand_logp == -math.inf, torch.zeros_like(rho), rho)
 
 
-def _batches(n: int, batch_size: int):
-    for start in range(0, n, batch_size):
-        yield start, min(batch_size, n - start)
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+def _generate(sampler, n_samples: int, length: int, seed: int, batch_size: int, progress: bool,
+              stats: SamplerStats) -> tuple[torch.Tensor, SamplerStats]:
+    """The batch loop every sampler shares: ``sampler._batch`` on batches of at most ``batch_size`` sequences, each
+    sequence keyed by its index in the call (so its sample does not depend on the batching), ``stats.steps`` bar
+    ticks per batch. Returns (int64 ``[n_samples, length]`` on the CPU, ``stats``)."""
+    out = torch.empty(n_samples, length, dtype=torch.int64)
+    bar = progress_bar(-(-n_samples // batch_size) * stats.steps, type(sampler).__name__, progress)
+    t0 = time.perf_counter()
+    for start in range(0, n_samples, batch_size):
+        bsz = min(batch_size, n_samples - start)
+        seeds = sequence_seeds(seed, start, bsz, sampler.device)
+        out[start : start + bsz] = sampler._batch(bsz, length, seeds, start, stats, bar).cpu()
+    stats.wall_s = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    return out, stats
 
 
 class _RatioScorer:
@@ -216,16 +222,7 @@ class AncestralSampler:
                  progress: bool = False) -> tuple[torch.Tensor, SamplerStats]:
         """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats)."""
         stats = SamplerStats(samples=n_samples, steps=self.steps)
-        out = torch.empty(n_samples, length, dtype=torch.int64)
-        bar = _progress(-(-n_samples // batch_size) * self.steps, type(self).__name__, progress)
-        t0 = time.perf_counter()
-        for start, bsz in _batches(n_samples, batch_size):
-            seeds = sequence_seeds(seed, start, bsz, self.device)
-            out[start : start + bsz] = self._batch(bsz, length, seeds, start, stats, bar).cpu()
-        stats.wall_s = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        return out, stats
+        return _generate(self, n_samples, length, seed, batch_size, progress, stats)
 
     def _batch(self, bsz, length, seeds, first_seq, stats, bar):
         z = torch.full((bsz, length), self.mask_id, dtype=torch.int64, device=self.device)
@@ -323,7 +320,8 @@ class ScheduledSampler:
 
     1. choose a masked position: ``order="planner"`` draws from ``softmax(planner(z) / planner_temperature)`` over
        masked positions; ``"max_prob"``, ``"margin"``, ``"neg_entropy"`` take the masked position where the denoiser
-       is most confident (``confidence``); ``"random"`` draws uniformly;
+       is most confident (``confidence``); ``"random"`` draws uniformly; ``"left_to_right"`` takes the first
+       masked position (every revealed token then has its left neighbour revealed, which suits a local ratio);
     2. the denoiser's ``n_ratio`` most likely tokens there (``topk_log_softmax``) become candidates, scored by the
        ratio model on the one-token substitutions, in chunks;
     3. ``sample(..., index=candidates)`` draws the token from ``log x_theta(v) + gamma * rho(v)`` (top-``top_k``).
@@ -337,7 +335,7 @@ class ScheduledSampler:
     passes (``n_ratio`` capped at ``V``).
     """
 
-    ORDERS = ("planner", "max_prob", "margin", "neg_entropy", "random")
+    ORDERS = ("planner", "max_prob", "margin", "neg_entropy", "random", "left_to_right")
 
     def __init__(self, denoiser, mask_id: int, ratio=None, *, planner=None, order: str = "random",
                  planner_temperature: float = 0.5, n_ratio: int = 512, gamma=1.0, top_k: int = 0,
@@ -356,16 +354,7 @@ class ScheduledSampler:
                  progress: bool = False) -> tuple[torch.Tensor, SamplerStats]:
         """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats)."""
         stats = SamplerStats(samples=n_samples, steps=length)
-        out = torch.empty(n_samples, length, dtype=torch.int64)
-        bar = _progress(-(-n_samples // batch_size) * length, "ScheduledSampler", progress)
-        t0 = time.perf_counter()
-        for start, bsz in _batches(n_samples, batch_size):
-            seeds = sequence_seeds(seed, start, bsz, self.device)
-            out[start : start + bsz] = self._batch(bsz, length, seeds, start, stats, bar).cpu()
-        stats.wall_s = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        return out, stats
+        return _generate(self, n_samples, length, seed, batch_size, progress, stats)
 
     def _choose_position(self, z, masked, logp, seeds, step, stats):
         bsz = z.shape[0]
@@ -377,6 +366,9 @@ class ScheduledSampler:
             temperature = self.planner_temperature
         elif self.order == "random":
             scores, temperature = torch.zeros(z.shape, device=z.device), 1.0
+        elif self.order == "left_to_right":  # greedy on -position: the leftmost masked position
+            scores = -torch.arange(z.shape[1], device=z.device, dtype=torch.float32).expand(z.shape)
+            temperature = 0.0
         else:
             scores, temperature = gk.confidence(logp, kind=self.order)[1], 0.0  # greedy: the most confident
         scores = torch.where(masked, scores, neg_inf)

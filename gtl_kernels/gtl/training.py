@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 import gtl_kernels as gk
 
+from .progress import bar as progress_bar
 from .samplers import one_token_substitutions
 from .schedule import LogLinearSchedule, forward_mask, mdlm_loss, sample_times
 
@@ -57,11 +58,7 @@ def fit(model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor], cf
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     history: list[float] = []
     model.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, desc=desc, leave=False, dynamic_ncols=True)
+    bar = progress_bar(cfg.steps, desc, progress)
     for _ in range(cfg.steps):
         loss = loss_fn(gen)
         opt.zero_grad(set_to_none=True)
