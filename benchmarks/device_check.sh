@@ -5,7 +5,7 @@
 # Fits in 8 minutes: every stage has its own time limit and a failing stage does not stop the next.
 #
 #   OUT=/some/dir benchmarks/device_check.sh        # under $OUT (default /tmp/gtl-device-check): summary.txt,
-#                                                   # bench.json, bench-compile.json, logs.tar.gz (every log)
+#                                                   # bench.json, bench-compile.json, auto_table.json, logs.tar.gz
 #   DRY_RUN=1 benchmarks/device_check.sh            # no GPU: print the commands, run only the non-GPU parts
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -108,6 +108,12 @@ if $PY -c "import gtl_kernels.bench.cli" 2>/dev/null; then
 else
   stage bench $LEFT "$LOGS/bench.log" $PY benchmarks/gpu_quick.py --json "$OUT/bench.json" || true
 fi
+# auto's measured choices (cuda vs triton per op and row class), for gtl_kernels/auto_table.json
+if [ -f "$OUT/bench.json" ]; then
+  cp gtl_kernels/auto_table.json "$OUT/auto_table.json"
+  stage auto-table 30 "$LOGS/auto-table.log" $PY -m gtl_kernels.bench.auto_table "$OUT/bench.json" \
+    --write "$OUT/auto_table.json" || true
+fi
 if [ $((470 - $(elapsed))) -ge 40 ]; then
   stage sweep 40 "$LOGS/sweep.log" $PY benchmarks/gpu_quick.py --sweep || true
 fi
@@ -126,6 +132,7 @@ for f in "$LOGS"/suite-*.log "$LOGS"/gpu-tests.log; do
   grep -E "^(FAILED|ERROR)" "$f" | head -8 | sed "s|^|$(basename "$f" .log): |" | cut -c1-160
 done
 grep "^sweep" "$LOGS/sweep.log" 2>/dev/null | cut -c1-140
+grep -- "->" "$LOGS/auto-table.log" 2>/dev/null | cut -c1-160
 [ "$HARNESS" = 0 ] && tail -n 20 "$LOGS/bench.log"
 # Only a few files come back from a device call: one archive of every log.
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$LOGS"

@@ -5,15 +5,20 @@ which device types it runs on and how much ``auto`` prefers it. Backends load la
 never fails because an extension or Triton is missing; the reason is kept and reported instead.
 
 Selection, per call: the ``backend=`` argument, else the ``GTL_KERNELS_BACKEND`` environment variable, else
-``"auto"``. An explicit choice that cannot run the call raises ``RuntimeError`` naming the reason; ``auto`` takes the
-highest-priority backend that can, and the ``torch`` reference always can.
+``"auto"``. An explicit choice that cannot run the call raises ``RuntimeError`` naming the reason. ``auto`` takes the
+backend that ``auto_table.json`` names for the call's device type, op and row class when it can run (the table is
+made from benchmark runs by ``gtl_kernels.bench.auto_table``, never by hand), else the highest-priority backend that
+can; the ``torch`` reference always can.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import json
 import os
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -21,6 +26,25 @@ import torch
 from . import _library
 
 ENV_VAR = "GTL_KERNELS_BACKEND"
+AUTO_TABLE = Path(__file__).with_name("auto_table.json")
+SMALL_ROWS = 64  # at most this many rows: latency-bound launches (split rows on the GPU backends)
+
+
+def row_class(rows) -> str:
+    """The row class of a call with ``rows`` rows (``None``: unknown), the granularity of the measured choices."""
+    if rows is None:
+        return "any"
+    return f"n<={SMALL_ROWS}" if rows <= SMALL_ROWS else f"n>{SMALL_ROWS}"
+
+
+@functools.cache
+def _auto_choices() -> dict:
+    """``{device_type: {op: {row_class: backend}}}`` from ``auto_table.json``; empty when it is missing or unreadable
+    (``auto`` then follows the priorities)."""
+    try:
+        return json.loads(AUTO_TABLE.read_text()).get("choices", {})
+    except (OSError, ValueError):
+        return {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,17 +154,18 @@ def available_backends() -> dict[str, BackendInfo]:
     return infos
 
 
-def select(op: str, device: torch.device, requested: str | None = None):
-    """The registered op that runs ``op`` on ``device`` for the requested backend name (or ``auto``).
+def select(op: str, device: torch.device, requested: str | None = None, rows=None):
+    """The registered op that runs ``op`` on ``device`` for the requested backend name (or ``auto``); ``rows``, the
+    call's row count, picks the measured choice of its row class.
 
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` when an explicitly requested backend cannot run.
     """
-    name = _choose(op, device.type, requested or os.environ.get(ENV_VAR) or "auto")
+    name = _choose(op, device.type, requested or os.environ.get(ENV_VAR) or "auto", row_class(rows))
     return _REGISTRY[name].op(op)
 
 
 @torch.compiler.assume_constant_result
-def _choose(op: str, device_type: str, name: str) -> str:
+def _choose(op: str, device_type: str, name: str, rows_class: str = "any") -> str:
     """The backend name for ``op`` on ``device_type``. Under ``torch.compile`` it runs once at trace time and its
     result is a constant of the graph (the checks call into the dispatcher, which cannot be traced)."""
     device = torch.device(device_type)
@@ -151,6 +176,9 @@ def _choose(op: str, device_type: str, name: str) -> str:
         if reason is not None:
             raise RuntimeError(f"cannot run gtl_kernels.{op}: {reason}")
         return name
+    measured = _auto_choices().get(device_type, {}).get(op, {}).get(rows_class)
+    if measured in _REGISTRY and _REGISTRY[measured].cannot_run(op, device) is None:
+        return measured
     for b in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
         if b.cannot_run(op, device) is None:
             return b.name

@@ -186,7 +186,7 @@ def guided_log_softmax(logits, bias=None, gamma=1.0, temperature=1.0, *, backend
     args = _common(logits, bias, gamma, temperature, lead)
     if lead.numel() == 0:
         return logits.new_empty(logits.shape, dtype=torch.float32)
-    return backends.select("guided_log_softmax", logits.device, backend)(*args).view(logits.shape)
+    return backends.select("guided_log_softmax", logits.device, backend, lead.numel())(*args).view(logits.shape)
 
 
 def sample(
@@ -217,7 +217,7 @@ def sample(
     keys, off = _row_keys(seeds, lead, logits.device), _offset(offset, logits.device)
     if lead.numel() == 0:
         return logits.new_empty(lead, dtype=torch.int64)
-    op = backends.select("sample", logits.device, backend)
+    op = backends.select("sample", logits.device, backend, lead.numel())
     return op(*args, top_k, keys, off, _rows(index, v)).view(lead)
 
 
@@ -265,7 +265,7 @@ def masked_transition(
     keys, off = _row_keys(seeds, lead, logits.device), _offset(offset, logits.device)
     if lead.numel() == 0:
         return x_t.clone()
-    op = backends.select("masked_transition", logits.device, backend)
+    op = backends.select("masked_transition", logits.device, backend, lead.numel())
     return op(x_t.reshape(-1), *args, top_k, stay, mask_id, keys, off).view(lead)
 
 
@@ -284,7 +284,7 @@ def topk_log_softmax(logits, k, bias=None, gamma=1.0, temperature=1.0, *, backen
     args = _common(logits, bias, gamma, temperature, lead)
     if lead.numel() == 0:
         return logits.new_empty(lead + (k,), dtype=torch.float32), logits.new_empty(lead + (k,), dtype=torch.int64)
-    op = backends.select("topk_log_softmax", logits.device, backend)
+    op = backends.select("topk_log_softmax", logits.device, backend, lead.numel())
     values, ids = op(args[0], k, *args[1:])
     return values.view(lead + (k,)), ids.view(lead + (k,))
 
@@ -308,7 +308,7 @@ def confidence(logits, bias=None, gamma=1.0, temperature=1.0, *, kind="max_prob"
     args = _common(logits, bias, gamma, temperature, lead)
     if lead.numel() == 0:
         return logits.new_empty(lead, dtype=torch.int64), logits.new_empty(lead, dtype=torch.float32)
-    argmax, score = backends.select("confidence", logits.device, backend)(*args, kind)
+    argmax, score = backends.select("confidence", logits.device, backend, lead.numel())(*args, kind)
     return argmax.view(lead), score.view(lead)
 
 
