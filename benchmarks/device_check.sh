@@ -5,7 +5,7 @@
 # Fits in 8 minutes: every stage has its own time limit and a failing stage does not stop the next.
 #
 #   OUT=/some/dir benchmarks/device_check.sh        # under $OUT (default /tmp/gtl-device-check): summary.txt,
-#                                                   # bench.json, bench-compile.json, auto_table.json, logs.tar.gz
+#                                                   # bench.json, bench-compile.json, e2e.json, auto_table.json, logs.tar.gz
 #   DRY_RUN=1 benchmarks/device_check.sh            # no GPU: print the commands, run only the non-GPU parts
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -117,6 +117,13 @@ fi
 if [ $((470 - $(elapsed))) -ge 40 ]; then
   stage sweep 40 "$LOGS/sweep.log" $PY benchmarks/gpu_quick.py --sweep || true
 fi
+# one GTL ancestral and one scheduled step with the paper's model sizes (60M denoiser, 4M ratio net, V = 30522,
+# L = 512): the share of the step outside model forward passes (goal: under 5%)
+if [ "$HARNESS" = 1 ] && [ $((470 - $(elapsed))) -ge 90 ]; then
+  stage e2e 60 "$LOGS/e2e.log" $PY -m gtl_kernels.bench --device cuda --backends "${FAST:-triton}" --no-progress \
+    --no-png --min-time 0.05 --ops sample --shapes 1x128256 --dtypes bf16 --bias none --baselines argmax,pytorch \
+    --e2e-size paper --json "$OUT/e2e.json" || true
+fi
 LEFT=$((470 - $(elapsed)))
 if [ "$HARNESS" = 1 ] && [ $LEFT -ge 60 ]; then
   stage bench-compile $LEFT "$LOGS/bench-compile.log" "${BENCH[@]}" --ops sample --bias none --shapes 8192x50257 \
@@ -137,7 +144,7 @@ grep -- "->" "$LOGS/auto-table.log" 2>/dev/null | cut -c1-160
 # Only a few files come back from a device call: one archive of every log.
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$LOGS"
 echo "--- bench ---"
-for f in bench bench-compile; do
+for f in bench bench-compile e2e; do
   [ -f "$OUT/$f.json" ] || continue
   $PY -m gtl_kernels.bench --from-json "$OUT/$f.json" --no-png 2>/dev/null | grep -v "^JSON" | cut -c1-170 \
     || echo "$f.json: cannot render"
