@@ -38,7 +38,7 @@ test-fast: setup
 	$(PY) -m pytest tests -q -m "not slow"
 
 # the kernels on a small guided distribution, then the GTL Markov-chain experiment (the default run: 3 seeds,
-# about 3 minutes on 2 cores; `.venv/bin/gtl-markov --quick` is a one-minute smoke run)
+# about 3 minutes on 2 cores; `.venv/bin/gtl-markov --quick` is a 20-second smoke run)
 demo: setup
 	$(PY) -m gtl_kernels.demo
 	$(VENV)/bin/gtl-markov --out results/markov

@@ -44,7 +44,7 @@ def choose(run: dict) -> tuple[str, dict, dict]:
     for (op, cls), cases in sorted(classes.items()):
         seen = set().union(*cases)
         failed = {b for c in cases for b, ratio in c.items() if ratio is None}
-        # every candidate must have run in every case of the class that measured it
+        # candidates: never failed in the class; compared on the cases where all of them ran
         candidates = sorted(seen - failed)
         timed = [c for c in cases if all(c.get(b) is not None for b in candidates)]
         if len(seen) < 2 or not candidates or not timed:

@@ -25,8 +25,8 @@ import math
 import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -314,8 +314,8 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
     return results
 
 
-def _seed_worker(line: int, threads: int, args, source, target, seed: int) -> dict:
-    torch.set_num_threads(max(1, threads))
+def _seed_worker(line: int, args, source, target, seed: int) -> dict:
+    torch.set_num_threads(max(1, args.threads))  # a spawned process starts with torch's default thread count
     progress.set_line(line)
     return run_seed(args, source, target, seed)
 
@@ -323,13 +323,12 @@ def _seed_worker(line: int, threads: int, args, source, target, seed: int) -> di
 def run_seeds(args, source: mk.MarkovChain, target: mk.MarkovChain) -> list[dict]:
     """:func:`run_seed` for every seed of ``--seeds``, in ``--jobs`` worker processes when that is above 1 (the
     results do not depend on it: every random choice is seeded by the seed and the component)."""
-    jobs = args.jobs or min(len(args.seeds), (os.cpu_count() or 1) + 1)
-    jobs = min(jobs, len(args.seeds))
+    jobs = min(args.jobs or (os.cpu_count() or 1) + 1, len(args.seeds))
     if jobs <= 1 or args.device != "cpu":
         return [run_seed(args, source, target, seed) for seed in args.seeds]
     # spawn, not fork: a forked child would inherit the parent's OpenMP and tqdm state
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_seed_worker, i % jobs, args.threads, args, source, target, seed)
+        futures = [pool.submit(_seed_worker, i % jobs, args, source, target, seed)
                    for i, seed in enumerate(args.seeds)]
         return [f.result() for f in futures]
 
