@@ -55,7 +55,7 @@ TORCH_LIBRARY(gtl, m) {
   m.def("sample(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k, Tensor seeds, Tensor offset,"
         " Tensor? index) -> Tensor");
   m.def("masked_transition(Tensor x_t, Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k,"
-        " Tensor stay_prob, int mask_id, Tensor seeds, Tensor offset) -> Tensor");
+        " Tensor stay_prob, int mask_id, Tensor seeds, Tensor offset, Tensor? index=None) -> Tensor");
   m.def("topk_log_softmax(Tensor logits, int k, Tensor? bias, Tensor gamma, Tensor temperature) -> (Tensor, Tensor)");
   m.def("confidence(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, str kind) -> (Tensor, Tensor)");
   m.def("philox(Tensor key, Tensor counter) -> Tensor");

@@ -26,7 +26,7 @@ SCHEMAS = {
     ),
     "masked_transition": (
         "(Tensor x_t, Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k, Tensor stay_prob,"
-        " int mask_id, Tensor seeds, Tensor offset) -> Tensor"
+        " int mask_id, Tensor seeds, Tensor offset, Tensor? index=None) -> Tensor"
     ),
     "topk_log_softmax": "(Tensor logits, int k, Tensor? bias, Tensor gamma, Tensor temperature) -> (Tensor, Tensor)",
     "confidence": "(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, str kind) -> (Tensor, Tensor)",
@@ -44,7 +44,7 @@ def _fake_sample(logits, bias, gamma, temperature, top_k, seeds, offset, index):
     return logits.new_empty(logits.shape[:1], dtype=torch.int64)
 
 
-def _fake_masked_transition(x_t, logits, bias, gamma, temperature, top_k, stay_prob, mask_id, seeds, offset):
+def _fake_masked_transition(x_t, logits, bias, gamma, temperature, top_k, stay_prob, mask_id, seeds, offset, index=None):
     return x_t.new_empty(x_t.shape, dtype=torch.int64)
 
 

@@ -158,6 +158,11 @@ def _offset(offset, device) -> torch.Tensor:
     return torch.tensor(offset - 2**64 if offset > 2**63 - 1 else offset, dtype=torch.int64, device=device)
 
 
+def _check_index_values(index) -> None:
+    if index is not None and _inspectable(index) and index.numel() and int(index.min()) < 0:
+        raise ValueError("index must hold token ids >= 0")
+
+
 def _common(logits, bias, gamma, temperature, lead):
     device = logits.device
     v = logits.shape[-1]
@@ -211,8 +216,7 @@ def sample(
     """
     lead, v = _check_scores(logits, bias, index)
     top_k = _check_int("top_k", top_k, 0)
-    if index is not None and _inspectable(index) and index.numel() and int(index.min()) < 0:
-        raise ValueError("index must hold token ids >= 0")
+    _check_index_values(index)
     args = _common(logits, bias, gamma, temperature, lead)
     keys, off = _row_keys(seeds, lead, logits.device), _offset(offset, logits.device)
     if lead.numel() == 0:
@@ -233,6 +237,7 @@ def masked_transition(
     mask_id,
     seeds=None,
     offset=0,
+    index=None,
     backend=None,
 ) -> torch.Tensor:
     """One reverse step of absorbing (masked) diffusion.
@@ -245,11 +250,15 @@ def masked_transition(
         x_t: int64 ``[N]`` or ``[B, L]`` current tokens (the leading shape of ``logits``).
         logits, bias, gamma, temperature, top_k, seeds, offset: as in :func:`sample`.
         stay_prob: probability of staying masked, in [0, 1]; scalar or per-row (e.g. ``m_s / m_t``).
-        mask_id: the mask token, ``0 <= mask_id < V``.
+        mask_id: the mask token, ``0 <= mask_id < V`` (any id ``>= 0`` with ``index``).
+        index: optional int64 tensor of the shape of ``logits``: the sparse (candidate) path. The columns of
+            ``logits``/``bias`` are the scores of the candidate tokens ``index`` (e.g. a guided step's top-n
+            candidates and their ratio scores), a candidate equal to ``mask_id`` is never drawn, and a revealed
+            position gets ``index[r, c]`` for the drawn column ``c``: no ``[N, V]`` tensor is needed.
     Returns:
         int64 of the shape of ``x_t``; -1 where a position had to reveal a token but its row is invalid.
     """
-    lead, v = _check_scores(logits, bias)
+    lead, v = _check_scores(logits, bias, index)
     if not isinstance(x_t, torch.Tensor):
         raise TypeError(f"x_t must be a torch.Tensor, got {type(x_t).__name__}")
     if x_t.dtype != torch.int64:
@@ -258,15 +267,16 @@ def masked_transition(
         raise ValueError(f"x_t must have the leading shape of logits {tuple(lead)}, got {tuple(x_t.shape)}")
     if x_t.device != logits.device:
         raise ValueError(f"x_t is on {x_t.device} but logits are on {logits.device}")
-    mask_id = _check_int("mask_id", mask_id, 0, v - 1)
+    mask_id = _check_int("mask_id", mask_id, 0, None if index is not None else v - 1)
     top_k = _check_int("top_k", top_k, 0)
+    _check_index_values(index)
     args = _common(logits, bias, gamma, temperature, lead)
     stay = _per_row("stay_prob", stay_prob, lead, logits.device, low=0.0, high=1.0)
     keys, off = _row_keys(seeds, lead, logits.device), _offset(offset, logits.device)
     if lead.numel() == 0:
         return x_t.clone()
     op = backends.select("masked_transition", logits.device, backend, lead.numel())
-    return op(x_t.reshape(-1), *args, top_k, stay, mask_id, keys, off).view(lead)
+    return op(x_t.reshape(-1), *args, top_k, stay, mask_id, keys, off, _rows(index, v)).view(lead)
 
 
 def topk_log_softmax(logits, k, bias=None, gamma=1.0, temperature=1.0, *, backend=None):

@@ -7,7 +7,7 @@ here take *normalized* arguments (what the public wrappers in ``gtl_kernels.ops`
     bias     None or float tensor [N, V]
     gamma, temperature, stay_prob   float32 [N]
     seeds    int64 [N] (per-row Philox keys),   offset   int64 scalar tensor
-    index    None or int64 [N, K] (candidate path of ``sample``; then V == K)
+    index    None or int64 [N, K] (candidate path of ``sample`` and ``masked_transition``; then V == K)
 
 Randomness (KERNEL_SPEC §3) is Philox4x32-10 keyed by the row's seed, with counter
 ``(a, offset_lo, offset_hi, stream)``; ``a`` is a token id (stream 0), 0 for the stay decision (stream 1) or a chunk
@@ -281,27 +281,37 @@ def sample(logits, bias, gamma, temperature, top_k: int, seeds, offset, index=No
     With ``index`` (int64 ``[N, K]``) the columns are candidates and the result is ``index[r, chosen]``; the race's
     token counter ``a`` is the column.
     """
-    token = _draw(guided_scores(logits, bias, gamma), temperature, top_k, seeds, offset)
+    return _candidate_ids(_draw(guided_scores(logits, bias, gamma), temperature, top_k, seeds, offset), index)
+
+
+def _candidate_ids(column: torch.Tensor, index) -> torch.Tensor:
+    """The candidate path: drawn column ``[N]`` -> ``index[r, column]`` (-1 stays -1); the column itself without
+    ``index``."""
     if index is None:
-        return token
-    picked = index.gather(1, token.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(token >= 0, picked, -1)
+        return column
+    return torch.where(column >= 0, index.gather(1, column.clamp(min=0).unsqueeze(-1)).squeeze(-1), -1)
 
 
 def masked_transition(
-    x_t, logits, bias, gamma, temperature, top_k: int, stay_prob, mask_id: int, seeds, offset
+    x_t, logits, bias, gamma, temperature, top_k: int, stay_prob, mask_id: int, seeds, offset, index=None
 ) -> torch.Tensor:
     """One reverse step of absorbing diffusion, int64 ``[N]``.
 
     Unmasked positions (``x_t != mask_id``) are copied. A masked position stays masked iff ``U(0, stream 1) <
     stay_prob``; otherwise it gets a token drawn as in :func:`sample` over the allowed set without ``mask_id``
     (-1 if that set is empty or the row is invalid). Rows that are copied or stay masked are not used.
+
+    With ``index`` (int64 ``[N, K]``, the candidate path) the columns are candidates: a column whose id is
+    ``mask_id`` is excluded, the race's token counter is the column, and a drawn column ``c`` gives ``index[r, c]``.
     """
     n = x_t.shape[0]
     u_stay = uniform64(seeds, torch.zeros(n, 1, dtype=torch.int64, device=x_t.device), offset, STREAM_STAY)[:, 0]
     z = guided_scores(logits, bias, gamma)
-    z = z.index_fill(1, torch.tensor([mask_id], device=z.device), -math.inf)
-    token = _draw(z, temperature, top_k, seeds, offset)
+    if index is None:
+        z = z.index_fill(1, torch.tensor([mask_id], device=z.device), -math.inf)
+    else:
+        z = z.masked_fill(index == mask_id, -math.inf)
+    token = _candidate_ids(_draw(z, temperature, top_k, seeds, offset), index)
     stays = u_stay < stay_prob.double()
     return torch.where(x_t != mask_id, x_t, torch.where(stays, mask_id, token))
 

@@ -128,3 +128,76 @@ def test_cross_backend_identity(backend, dtype):
     out = gtl_kernels.masked_transition(x_t, logits, backend=backend.name, **kwargs)
     ref = gtl_kernels.masked_transition(x_t, logits, backend="torch", **kwargs)
     assert (out != ref).sum() <= max(1, n // 10_000)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The candidate (sparse) path: index holds the token ids of the columns
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _candidates(n, k, v, device, seed):
+    """Distinct candidate ids per row (a random subset of the vocabulary), the mask token among them in some rows."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.stack([torch.randperm(v, generator=gen)[:k] for _ in range(n)])
+    return ids.to(device)
+
+
+def test_candidate_path_equals_the_dense_step_it_stands_for(backend):
+    """index path == sample(index) with the mask candidates' scores set to -inf, where the position reveals; copies
+    and stays as the dense path does (same keys and offset)."""
+    n, k, v = 300, 40, 5000
+    logits = random_logits(n, k, torch.float32, backend.device, seed=11)
+    bias = random_logits(n, k, torch.bfloat16, backend.device, scale=1.0, seed=12)
+    index = _candidates(n, k, v, backend.device, seed=13)
+    index[::4, 7] = MASK
+    logits[::4, 7] = 50.0  # the mask candidate would win if it were allowed
+    x_t = torch.full((n,), MASK, device=backend.device)
+    x_t[::5] = 123
+    keys = torch.arange(n, dtype=torch.int64, device=backend.device) * 7 + 1
+    kw = dict(gamma=0.7, temperature=0.9, seeds=keys, offset=4)
+    out = gtl_kernels.masked_transition(x_t, logits, bias, stay_prob=0.3, mask_id=MASK, index=index,
+                                        backend=backend.name, **kw)
+    allowed = logits.masked_fill(index == MASK, -math.inf)
+    drawn = gtl_kernels.sample(allowed, bias, index=index, backend=backend.name, **kw)
+    always = gtl_kernels.masked_transition(x_t, logits, bias, stay_prob=0.0, mask_id=MASK, index=index,
+                                           backend=backend.name, **kw)
+    copied = x_t != MASK
+    assert torch.equal(out[copied], x_t[copied]) and torch.equal(always[copied], x_t[copied])
+    revealed = ~copied & (out != MASK)
+    assert torch.equal(out[revealed], drawn[revealed])
+    assert torch.equal(always[~copied], drawn[~copied])
+    assert 0 < int(revealed.sum()) < int((~copied).sum())
+
+
+def test_candidate_path_token_law(backend):
+    """Revealed tokens follow softmax(logits + gamma * bias) over the candidates that are not the mask (chi-square,
+    false-failure rate ALPHA = 1e-6), with duplicate ids in the candidate list adding their masses."""
+    n = 3_000 if backend.interpreted else 40_000
+    k = 12
+    row = random_logits(1, k, torch.float32, backend.device, scale=1.5, seed=14)
+    bias_row = random_logits(1, k, torch.float32, backend.device, scale=1.0, seed=15)
+    ids = torch.tensor([[3, 17, MASK, 4, 3, 30, 31, 8, 2, 17, 11, 0]], device=backend.device)
+    x_t = torch.full((n,), MASK, device=backend.device)
+    out = gtl_kernels.masked_transition(x_t, row.expand(n, k), bias_row.expand(n, k), 1.3, stay_prob=0.0,
+                                        mask_id=MASK, index=ids.expand(n, k), seeds=5, backend=backend.name)
+    col_probs = oracle_probs(row, bias_row, gamma=1.3, exclude=2)[0]  # column 2 holds the mask id
+    probs = np.zeros(32)
+    np.add.at(probs, ids[0].cpu().numpy(), col_probs)
+    counts = np.bincount(out.cpu().numpy(), minlength=32)
+    assert counts[MASK] == 0
+    support = probs > 0
+    assert counts[~support].sum() == 0
+    assert chi_square_pvalue(counts[support], probs[support]) > ALPHA
+
+
+def test_candidate_path_mask_id_beyond_the_columns(backend):
+    """With index, mask_id is a token id of the full vocabulary: it may exceed the number of columns."""
+    n, k, mask = 50, 8, 30521
+    logits = random_logits(n, k, torch.float32, backend.device, seed=16)
+    index = _candidates(n, k, 30522, backend.device, seed=17)
+    x_t = torch.full((n,), mask, device=backend.device)
+    out = gtl_kernels.masked_transition(x_t, logits, stay_prob=0.0, mask_id=mask, index=index, seeds=1,
+                                        backend=backend.name)
+    assert (out.unsqueeze(1) == index).any(1).all()
+    with pytest.raises(ValueError, match="mask_id"):
+        gtl_kernels.masked_transition(x_t, logits, stay_prob=0.0, mask_id=mask, seeds=1, backend=backend.name)

@@ -79,6 +79,17 @@ inline ScoreArgs score_args(const char* op, const at::Tensor& logits, const std:
   return a;
 }
 
+// The candidate path's index (sample, masked_transition): int64 [n, v] token ids, or none. Returns the tensor to keep
+// alive and sets a->index / a->index_stride.
+inline at::Tensor candidate_index(const std::optional<at::Tensor>& index, const char* op, DrawArgs* a) {
+  if (!index.has_value() || !index->defined()) return {};
+  TORCH_CHECK(index->scalar_type() == at::kLong, op, ": index must be int64, got ", index->scalar_type());
+  check_rows(*index, op, "index", a->s.n, a->s.v);
+  a->index = index->data_ptr<int64_t>();
+  a->index_stride = index->stride(0);
+  return *index;
+}
+
 inline uint64_t offset_of(const at::Tensor& offset, const char* op) {
   TORCH_CHECK(offset.device().is_cpu() && offset.scalar_type() == at::kLong && offset.numel() == 1, op,
               ": offset must be a one-element int64 CPU tensor");

@@ -19,14 +19,7 @@ at::Tensor sample_cpu(const at::Tensor& logits, const std::optional<at::Tensor>&
   const at::Tensor keys = gtl::cpu::per_row(seeds, op, "seeds", a.s.n, at::kLong);
   a.seeds = keys.data_ptr<int64_t>();
   a.offset = gtl::cpu::offset_of(offset, op);
-  at::Tensor idx;
-  if (index.has_value() && index->defined()) {
-    TORCH_CHECK(index->scalar_type() == at::kLong, op, ": index must be int64, got ", index->scalar_type());
-    gtl::cpu::check_rows(*index, op, "index", a.s.n, a.s.v);
-    idx = *index;
-    a.index = idx.data_ptr<int64_t>();
-    a.index_stride = idx.stride(0);
-  }
+  const at::Tensor idx = gtl::cpu::candidate_index(index, op, &a);
   at::Tensor out = at::empty({a.s.n}, logits.options().dtype(at::kLong));
   a.out = out.data_ptr<int64_t>();
   if (a.s.n > 0) GTL_CPU_DISPATCH(draw_batch, a);

@@ -99,7 +99,7 @@ struct DrawArgs {  // sample and masked_transition
   int64_t top_k = 0;
   const int64_t* seeds = nullptr;  // [n] row keys
   uint64_t offset = 0;
-  const int64_t* index = nullptr;  // sample's candidate path: [n, v] (row stride index_stride), or nullptr
+  const int64_t* index = nullptr;  // candidate path: [n, v] token ids (row stride index_stride), or nullptr
   int64_t index_stride = 0;
   const int64_t* x_t = nullptr;  // masked_transition only: [n]
   const float* stay_prob = nullptr;

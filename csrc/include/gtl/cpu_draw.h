@@ -33,7 +33,10 @@ static inline DrawRow draw_row(const DrawArgs& a, int64_t r, Pass1Fn guided, Pas
   }
   d.s = make_row_scan(a.s, r, guided, unguided);
   if (d.s.mode == RowMode::kInvalid) return d;  // fixed = -1
-  if (a.x_t) d.s.excl = a.mask_id;
+  if (a.x_t) {
+    d.s.excl = a.mask_id;
+    if (a.index) d.s.excl_ids = a.index + r * a.index_stride;
+  }
   d.read = true;
   d.topk = a.top_k > 0 && a.top_k < a.s.v && d.s.mode == RowMode::kTempered;
   return d;

@@ -126,6 +126,8 @@ struct RowScan {
   double t = 1.f;  // the temperature in float64, for chunk log-masses M = max / T + log(sum) (1 for greedy rows)
   RowMode mode = RowMode::kTempered;
   int64_t excl = -1;  // a token removed from the allowed set (masked_transition's mask_id), or -1
+  const int64_t* excl_ids = nullptr;  // candidate path of masked_transition: the row's index; columns holding excl
+                                      // (then a token id, not a column) are removed
   Pass1Fn pass1 = nullptr;
 };
 
@@ -149,12 +151,21 @@ static inline RowScan make_row_scan(const ScoreArgs& a, int64_t r, Pass1Fn guide
 }
 
 // Reads chunk c of the row into buf (length through len_out, buffer padded to a multiple of W); the excluded token
-// becomes -inf.
+// (or, on the candidate path, every column whose id is the excluded token) becomes -inf.
 GTL_VI Pass1 load_chunk(const RowScan& row, int64_t c, int64_t v, float* buf, int64_t* len_out) {
   const int64_t c0 = c * kChunk, len = std::min<int64_t>(kChunk, v - c0);
   *len_out = len;
   Pass1 p = row.pass1(row.x + c0 * row.x_esize, row.b ? row.b + c0 * row.b_esize : nullptr, row.g, len, buf);
-  if (row.excl >= c0 && row.excl < c0 + len) {
+  if (row.excl_ids) {
+    bool hit = false;
+    for (int64_t i = 0; i < len; ++i) {
+      if (row.excl_ids[c0 + i] == row.excl) {
+        buf[i] = -kInf;
+        hit = true;
+      }
+    }
+    if (hit) p = rescan(buf, padded(len));
+  } else if (row.excl >= c0 && row.excl < c0 + len) {
     buf[row.excl - c0] = -kInf;
     p = rescan(buf, padded(len));
   }
