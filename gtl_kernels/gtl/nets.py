@@ -172,11 +172,19 @@ class Denoiser(nn.Module):
         self.trunk = Trunk(cfg)
         self.head = nn.Linear(cfg.d_model, cfg.vocab + 1)
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``z`` int64 ``[B, L]``, ``t`` float ``[B]`` -> fp32 log-probabilities ``[B, L, V + 1]``."""
+    def scores(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Unnormalized log-probabilities, fp32 ``[B, L, V + 1]``: the head's logits with the mask column ``-inf``.
+
+        At a masked position ``log_softmax`` of a row is :meth:`forward`'s row; unmasked rows are left as they are.
+        The samplers call this, so that only the rows a step uses are normalized (inside the kernels).
+        """
         logits = self.head(self.trunk(z, t)).float()
         logits[..., self.mask_id] = -math.inf
-        logp = torch.log_softmax(logits, dim=-1)
+        return logits
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``z`` int64 ``[B, L]``, ``t`` float ``[B]`` -> fp32 log-probabilities ``[B, L, V + 1]``."""
+        logp = torch.log_softmax(self.scores(z, t), dim=-1)
         copied = torch.full_like(logp, -math.inf).scatter_(-1, z.unsqueeze(-1), 0.0)
         return torch.where((z != self.mask_id).unsqueeze(-1), copied, logp)
 

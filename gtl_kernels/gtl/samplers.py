@@ -151,43 +151,109 @@ def _impossible_stay_impossible(rho: torch.Tensor, cand_logp: torch.Tensor) -> t
 
 
 def _generate(sampler, n_samples: int, length: int, seed: int, batch_size: int, progress: bool,
-              stats: SamplerStats) -> tuple[torch.Tensor, SamplerStats]:
+              stats: SamplerStats, z0: torch.Tensor | None) -> tuple[torch.Tensor, SamplerStats]:
     """The batch loop every sampler shares: ``sampler._batch`` on batches of at most ``batch_size`` sequences, each
     sequence keyed by its index in the call (so its sample does not depend on the batching), ``stats.steps`` bar
-    ticks per batch. Returns (int64 ``[n_samples, length]`` on the CPU, ``stats``)."""
+    ticks per batch. ``z0``: optional starting tokens ``[n_samples, length]`` (``mask_id`` where to generate).
+    Returns (int64 ``[n_samples, length]`` on the CPU, ``stats``)."""
+    if z0 is not None:
+        if not isinstance(z0, torch.Tensor) or z0.dtype != torch.int64:
+            raise TypeError(f"z0 must be an int64 tensor, got {getattr(z0, 'dtype', type(z0).__name__)}")
+        if tuple(z0.shape) != (n_samples, length):
+            raise ValueError(f"z0 must have shape [n_samples, length] = [{n_samples}, {length}], got {tuple(z0.shape)}")
     out = torch.empty(n_samples, length, dtype=torch.int64)
     bar = progress_bar(-(-n_samples // batch_size) * stats.steps, type(sampler).__name__, progress)
     t0 = time.perf_counter()
     for start in range(0, n_samples, batch_size):
         bsz = min(batch_size, n_samples - start)
         seeds = sequence_seeds(seed, start, bsz, sampler.device)
-        out[start : start + bsz] = sampler._batch(bsz, length, seeds, start, stats, bar).cpu()
+        if z0 is None:
+            z = torch.full((bsz, length), sampler.mask_id, dtype=torch.int64, device=sampler.device)
+        else:
+            z = z0[start : start + bsz].to(sampler.device)
+        out[start : start + bsz] = sampler._batch(z, seeds, start, stats, bar).cpu()
     stats.wall_s = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     return out, stats
 
 
+def _denoise(denoiser, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The denoiser's scores ``[B, L, V + 1]`` (fp32): its unnormalized ``scores`` when it has them (only the rows a
+    step uses are then normalized, inside the kernels), else its log-probabilities."""
+    fn = getattr(denoiser, "scores", None) or denoiser
+    out = fn(z, t)
+    _check_model_output("denoiser", out, tuple(z.shape), vocab_last=True)
+    return out.float()
+
+
+def _row_keys(seeds: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Philox keys of rows ``(seq[m], pos[m])``: ``derive_keys(seeds[seq], pos)``, the keys ``masked_transition``
+    derives from per-sequence seeds for ``[B, L, V]`` input, so a sparse step draws with a dense step's keys."""
+    return gk.derive_keys(seeds[seq], pos)
+
+
+def _check_model_output(name: str, out: torch.Tensor, shape: tuple, vocab_last: bool = False) -> None:
+    """A model output must be a float tensor of ``shape`` (``shape + [any V]`` with ``vocab_last``): else an error
+    naming the model, never a wrong draw."""
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        raise TypeError(f"{name} must return a float tensor, got {getattr(out, 'dtype', type(out).__name__)}")
+    got = tuple(out.shape[:-1]) if vocab_last and out.dim() else tuple(out.shape)
+    if got != tuple(shape) or (vocab_last and out.dim() == 0):
+        expected = f"[{', '.join(map(str, shape))}, V]" if vocab_last else f"{tuple(shape)}"
+        raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected {expected}")
+
+
 class _RatioScorer:
-    """Scores candidate sequences with the ratio model in chunks of ``chunk`` sequences and counts the passes."""
+    """Scores one-token substitutions with the ratio model, streamed in chunks of ``chunk`` sequences (at most
+    ``chunk`` candidate sequences exist at a time), and counts the passes."""
 
     def __init__(self, ratio, chunk: int, stats: SamplerStats):
         self.ratio, self.chunk, self.stats = ratio, chunk, stats
 
-    def __call__(self, seqs: torch.Tensor) -> torch.Tensor:
-        """``seqs`` int64 ``[..., L]`` -> float32 ``[...]`` log-ratios."""
-        flat = seqs.reshape(-1, seqs.shape[-1])
-        out = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
-        for i in range(0, flat.shape[0], self.chunk):
-            out[i : i + self.chunk] = self.ratio(flat[i : i + self.chunk]).float()
+    def __call__(self, z: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Log-ratios of ``z[seq[m]]`` with position ``pos[m]`` set to ``cand[m, k]``: float32 ``[M, K]``.
+
+        ``z`` int64 ``[B, L]``; ``seq``, ``pos`` int64 ``[M]``; ``cand`` int64 ``[M, K]``. Candidates are taken in
+        row-major order, ``chunk`` at a time; each chunk is one gather of its sequences and one scatter of its tokens.
+        """
+        m, k = cand.shape
+        total = m * k
+        out = torch.empty(total, dtype=torch.float32, device=z.device)
+        flat = cand.reshape(-1)
+        for i in range(0, total, self.chunk):
+            f = torch.arange(i, min(i + self.chunk, total), device=z.device)
+            r = f // k
+            seqs = z[seq[r]]
+            seqs[torch.arange(len(f), device=z.device), pos[r]] = flat[f]
+            scores = self.ratio(seqs)
+            _check_model_output("ratio", scores, (len(f),))
+            out[i : i + len(f)] = scores.float()
             self.stats.ratio_calls += 1
-        self.stats.ratio_passes += flat.shape[0]
-        return out.view(seqs.shape[:-1])
+        self.stats.ratio_passes += total
+        return out.view(m, k)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Ancestral samplers (a time grid of T steps; several positions may be revealed per step)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class AncestralState:
+    """What an ancestral sampler carries from one step of a batch to the next (MDLM's cache, per sequence).
+
+    ``scores``: the denoiser output ``[B, L, V + 1]`` of each sequence's last pass; ``fresh``: bool ``[B]``, the
+    sequences whose tokens did not change since that pass (their scores, and the guided candidates below, are
+    reused). Guided samplers also keep, per position, the top-``n`` candidates ``cand`` (int64 ``[B, L, n]``), their
+    log-probabilities ``cand_logp`` and ratio scores ``rho`` (fp32 ``[B, L, n]``): sparse, never ``[B, L, V]``.
+    """
+
+    scores: torch.Tensor | None = None
+    fresh: torch.Tensor | None = None
+    cand: torch.Tensor | None = None
+    cand_logp: torch.Tensor | None = None
+    rho: torch.Tensor | None = None
 
 
 class AncestralSampler:
@@ -200,7 +266,8 @@ class AncestralSampler:
     pass).
 
     Args:
-        denoiser: ``(z [B, L], t [B]) -> [B, L, V + 1]`` log-probabilities (SUBS).
+        denoiser: ``(z [B, L], t [B]) -> [B, L, V + 1]`` log-probabilities (SUBS); a ``scores`` method with the same
+            signature returning unnormalized log-probabilities (mask column ``-inf``) is used instead when present.
         mask_id: the mask token ``V``.
         steps: ``T``.
         top_k: keep only the ``top_k`` most likely tokens (0 = all); temperature: token temperature.
@@ -213,39 +280,66 @@ class AncestralSampler:
         self.top_k, self.temperature, self.cache = top_k, temperature, cache
         self.schedule = schedule or LogLinearSchedule()
 
-    # Hooks the guided subclass overrides: extra per-step scores for the masked rows.
-    def _bias(self, z, logp, dirty, cache, stats, progress):
-        return logp, None, 1.0
-
     @torch.inference_mode()
     def __call__(self, n_samples: int, length: int, *, seed: int = 0, batch_size: int = 1024,
-                 progress: bool = False) -> tuple[torch.Tensor, SamplerStats]:
-        """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats)."""
-        stats = SamplerStats(samples=n_samples, steps=self.steps)
-        return _generate(self, n_samples, length, seed, batch_size, progress, stats)
+                 progress: bool = False, z0: torch.Tensor | None = None) -> tuple[torch.Tensor, SamplerStats]:
+        """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats).
 
-    def _batch(self, bsz, length, seeds, first_seq, stats, bar):
-        z = torch.full((bsz, length), self.mask_id, dtype=torch.int64, device=self.device)
-        logp = None
-        dirty = torch.ones(bsz, dtype=torch.bool, device=self.device)  # sequences whose denoiser output is stale
-        cache: dict = {}
+        ``z0``: optional starting tokens int64 ``[n_samples, length]``, ``mask_id`` at the positions to generate;
+        the given tokens never change (prompts, infilling).
+        """
+        stats = SamplerStats(samples=n_samples, steps=self.steps)
+        return _generate(self, n_samples, length, seed, batch_size, progress, stats, z0)
+
+    @torch.inference_mode()
+    def step(self, z: torch.Tensor, i: int, seeds: torch.Tensor, *, logits: torch.Tensor | None = None,
+             state: AncestralState | None = None, stats: SamplerStats | None = None
+             ) -> tuple[torch.Tensor, SamplerStats]:
+        """One reverse step from ``t = 1 - i/T`` to ``s = 1 - (i+1)/T``.
+
+        Args:
+            z: int64 ``[B, L]`` current tokens (``mask_id`` = masked).
+            i: the step index in ``[0, T)``; it is also the ``offset`` of the draws.
+            seeds: int64 ``[B]`` per-sequence keys (e.g. :func:`sequence_seeds`); row ``(b, l)`` draws with
+                ``derive_keys(seeds[b], l)``, so a sequence's sample never depends on its batch.
+            logits: optional denoiser output for ``z`` at ``t`` (``[B, L, V + 1]``, log-probabilities or scores);
+                when given, the denoiser is not called and nothing is cached.
+            state: an :class:`AncestralState` carried across the steps of one batch (MDLM's cache); ``None``
+                computes everything afresh.
+            stats: accumulates pass counts (a new :class:`SamplerStats` when ``None``).
+        Returns:
+            (int64 ``[B, L]`` next tokens, stats). Unmasked tokens never change.
+        """
+        stats = stats if stats is not None else SamplerStats(samples=z.shape[0], steps=1)
+        state = state if state is not None and self.cache and logits is None else AncestralState()
+        t, s = 1.0 - i / self.steps, 1.0 - (i + 1) / self.steps
+        stale = torch.ones(z.shape[0], dtype=torch.bool, device=z.device) if state.fresh is None else ~state.fresh
+        if logits is not None:
+            _check_model_output("logits", logits, tuple(z.shape), vocab_last=True)
+            state.scores = logits
+        elif stale.any():
+            fresh = _denoise(self.denoiser, z[stale], torch.full((int(stale.sum()),), t, device=z.device))
+            state.scores = fresh if state.scores is None or bool(stale.all()) else state.scores.index_put((stale,), fresh)
+            stats.denoiser_passes += int(stale.sum())
+            stats.denoiser_calls += 1
+        z_new = self._transition(z, i, seeds, state, stale, stats, t, s)
+        _check_drawn(z_new, 0, f"{type(self).__name__} step {i}")
+        state.fresh = ~(z_new != z).any(1)
+        return z_new, stats
+
+    def _transition(self, z, i, seeds, state, stale, stats, t, s):
+        return gk.masked_transition(
+            z, state.scores, None, 1.0, self.temperature, self.top_k,
+            stay_prob=self.schedule.stay_prob(t, s), mask_id=self.mask_id, seeds=seeds, offset=i,
+        )
+
+    def _batch(self, z, seeds, first_seq, stats, bar):
+        state = AncestralState()
         for i in range(self.steps):
-            t, s = 1.0 - i / self.steps, 1.0 - (i + 1) / self.steps
-            if logp is None or not self.cache:
-                dirty[:] = True
-            if dirty.any():
-                fresh = self.denoiser(z[dirty], torch.full((int(dirty.sum()),), t, device=self.device)).float()
-                logp = fresh if logp is None or bool(dirty.all()) else logp.index_put((dirty,), fresh)
-                stats.denoiser_passes += int(dirty.sum())
-                stats.denoiser_calls += 1
-            logits, bias, gamma = self._bias(z, logp, dirty, cache, stats, progress=1.0 - t)
-            z_new = gk.masked_transition(
-                z, logits, bias, gamma, self.temperature, self.top_k,
-                stay_prob=self.schedule.stay_prob(t, s), mask_id=self.mask_id, seeds=seeds, offset=i,
-            )
-            _check_drawn(z_new, first_seq, f"{type(self).__name__} step {i}")
-            dirty = (z_new != z).any(1)
-            z = z_new
+            try:
+                z, _ = self.step(z, i, seeds, state=state, stats=stats)
+            except RuntimeError as exc:  # name the sequences of the call, not of the batch
+                raise RuntimeError(f"{exc} (sequence indices relative to {first_seq})") from None
             if bar is not None:
                 bar.update(1)
         return z
@@ -255,10 +349,14 @@ class GuidedAncestralSampler(AncestralSampler):
     """GTL guided ancestral sampler: every masked position is guided at every step.
 
     For a masked position ``l`` with candidates ``v``, the ratio model scores the one-token substitutions
-    ``rho_l(v) = r(z[l <- v])``; ``masked_transition`` then draws from ``x_theta(z)_v * exp(gamma * rho_l(v))``
-    renormalized over the candidates (a row constant in ``rho`` cancels), keeps only the ``top_k`` guided tokens,
-    and keeps the unguided stay-masked probability ``m_s / m_t`` (mask-probability preservation: guidance changes
-    which token is revealed, not when).
+    ``rho_l(v) = r(z[l <- v])``; ``masked_transition`` (candidate path) then draws from
+    ``x_theta(z)_v * exp(gamma * rho_l(v))`` renormalized over the candidates (a row constant in ``rho`` cancels),
+    keeps only the ``top_k`` guided tokens, and keeps the unguided stay-masked probability ``m_s / m_t``
+    (mask-probability preservation: guidance changes which token is revealed, not when).
+
+    The step is sparse: only the masked rows are read for candidates (``topk_log_softmax``), candidate sequences
+    are built ``ratio_chunk`` at a time, and the draw takes the ``[M, n]`` candidate scores: no ``[B, L, V]`` tensor
+    besides the denoiser's output.
 
     Args:
         ratio: ``z [B, L] -> [B]`` log-ratio.
@@ -267,7 +365,7 @@ class GuidedAncestralSampler(AncestralSampler):
         gamma: a float or a progress -> gamma callable (:class:`ConstantGamma`, :class:`PiecewiseLinearGamma`).
         top_k: keep the ``top_k`` best tokens after guidance (0 = all; the paper uses 8).
         ratio_chunk: candidate sequences per ratio-model call.
-    Ratio scores are cached per sequence like the denoiser output.
+    Candidates and ratio scores are cached per sequence like the denoiser output.
     """
 
     def __init__(self, denoiser, ratio, mask_id: int, steps: int = 20, *, mode: str = "exact", n_ratio: int = 512,
@@ -280,32 +378,49 @@ class GuidedAncestralSampler(AncestralSampler):
         self.ratio, self.mode, self.n_ratio = ratio, mode, n_ratio
         self.gamma, self.ratio_chunk = _as_gamma(gamma), ratio_chunk
 
-    def _bias(self, z, logp, dirty, cache, stats, progress):
-        gamma = self.gamma(progress)
-        if "bias" not in cache or not self.cache:
-            cache["bias"] = torch.zeros_like(logp)
-            cache["logits"] = logp.clone()
-            dirty = torch.ones_like(dirty)
-        bias, logits = cache["bias"], cache["logits"]
-        rows = dirty.unsqueeze(1) & (z == self.mask_id)  # masked positions of sequences that changed
-        b_idx, l_idx = rows.nonzero(as_tuple=True)
-        if len(b_idx) == 0:
-            return logits, bias, gamma
-        row_logp = logp[b_idx, l_idx]  # [M, V + 1]
-        vocab = logp.shape[-1]
+    def _candidates(self, scores: torch.Tensor, flat_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidates of rows ``flat_rows`` of ``scores`` viewed ``[B * L, V + 1]``: (log-probabilities fp32
+        ``[M, n]``, token ids int64 ``[M, n]``)."""
+        rows = scores.view(-1, scores.shape[-1])
+        vocab = rows.shape[-1]
         if self.mode == "exact":
-            ids = torch.arange(vocab, device=z.device)
-            cand = ids[ids != self.mask_id].expand(len(b_idx), -1)
-            cand_logp = row_logp.gather(1, cand)
-        else:
-            n = min(self.n_ratio, vocab - 1)  # the mask token never is a candidate (SUBS gives it -inf)
-            cand_logp, cand = gk.topk_log_softmax(row_logp, n)
-        scorer = _RatioScorer(self.ratio, self.ratio_chunk, stats)
-        rho = _impossible_stay_impossible(scorer(one_token_substitutions(z[b_idx], l_idx, cand)), cand_logp)
-        # Dense rows for masked_transition: candidates keep their log-probability and score, the rest is -inf.
-        logits[b_idx, l_idx] = torch.full_like(row_logp, -math.inf).scatter(1, cand, cand_logp)
-        bias[b_idx, l_idx] = torch.zeros_like(row_logp).scatter(1, cand, rho)
-        return logits, bias, gamma
+            ids = torch.arange(vocab, device=rows.device)
+            cand = ids[ids != self.mask_id].expand(len(flat_rows), -1)
+            return torch.log_softmax(rows[flat_rows].float(), dim=-1).gather(1, cand), cand
+        n = min(self.n_ratio, vocab - 1)  # the mask token never is a candidate (its score is -inf)
+        if 4 * len(flat_rows) >= rows.shape[0]:  # most rows are needed: read them all in place, no gathered copy
+            logp, cand = gk.topk_log_softmax(rows, n)
+            return logp[flat_rows], cand[flat_rows]
+        out = [gk.topk_log_softmax(rows[flat_rows[i : i + _ROW_BLOCK]], n) for i in range(0, len(flat_rows), _ROW_BLOCK)]
+        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+    def _transition(self, z, i, seeds, state, stale, stats, t, s):
+        bsz, length = z.shape
+        masked = z == self.mask_id
+        todo = masked & stale.unsqueeze(1)  # masked positions of sequences whose candidates are out of date
+        seq, pos = todo.nonzero(as_tuple=True)
+        if len(seq):
+            cand_logp, cand = self._candidates(state.scores, seq * length + pos)
+            rho = _RatioScorer(self.ratio, self.ratio_chunk, stats)(z, seq, pos, cand)
+            rho = _impossible_stay_impossible(rho, cand_logp)
+            if state.cand is None or state.cand.shape[-1] != cand.shape[-1]:
+                width = cand.shape[-1]
+                state.cand = torch.zeros(bsz, length, width, dtype=torch.int64, device=z.device)
+                state.cand_logp = torch.zeros(bsz, length, width, device=z.device)
+                state.rho = torch.zeros(bsz, length, width, device=z.device)
+            state.cand[seq, pos], state.cand_logp[seq, pos], state.rho[seq, pos] = cand, cand_logp, rho
+        seq, pos = masked.nonzero(as_tuple=True)
+        z_new = z.clone()
+        if len(seq):
+            z_new[seq, pos] = gk.masked_transition(
+                z[seq, pos], state.cand_logp[seq, pos], state.rho[seq, pos], self.gamma(1.0 - t), self.temperature,
+                self.top_k, stay_prob=self.schedule.stay_prob(t, s), mask_id=self.mask_id,
+                seeds=_row_keys(seeds, seq, pos), offset=i, index=state.cand[seq, pos],
+            )
+        return z_new
+
+
+_ROW_BLOCK = 256  # rows gathered at a time when only a few rows of a step need candidates
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -316,14 +431,14 @@ class GuidedAncestralSampler(AncestralSampler):
 class ScheduledSampler:
     """GTL's efficient sampler: reveal one position per sequence per step, guided with top-``n_ratio`` candidates.
 
-    Each step (exactly ``L`` of them):
+    Each step (exactly ``L`` of them from an all-masked start):
 
     1. choose a masked position: ``order="planner"`` draws from ``softmax(planner(z) / planner_temperature)`` over
        masked positions; ``"max_prob"``, ``"margin"``, ``"neg_entropy"`` take the masked position where the denoiser
        is most confident (``confidence``); ``"random"`` draws uniformly; ``"left_to_right"`` takes the first
        masked position (every revealed token then has its left neighbour revealed, which suits a local ratio);
-    2. the denoiser's ``n_ratio`` most likely tokens there (``topk_log_softmax``) become candidates, scored by the
-       ratio model on the one-token substitutions, in chunks;
+    2. the denoiser's ``n_ratio`` most likely tokens there (``topk_log_softmax`` of that row only) become
+       candidates, scored by the ratio model on the one-token substitutions, streamed in chunks;
     3. ``sample(..., index=candidates)`` draws the token from ``log x_theta(v) + gamma * rho(v)`` (top-``top_k``).
 
     With ``ratio=None`` it is an unguided one-position-per-step sampler. If ``n_ratio >= V`` and ``top_k`` is 0,
@@ -351,55 +466,88 @@ class ScheduledSampler:
 
     @torch.inference_mode()
     def __call__(self, n_samples: int, length: int, *, seed: int = 0, batch_size: int = 1024,
-                 progress: bool = False) -> tuple[torch.Tensor, SamplerStats]:
-        """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats)."""
-        stats = SamplerStats(samples=n_samples, steps=length)
-        return _generate(self, n_samples, length, seed, batch_size, progress, stats)
+                 progress: bool = False, z0: torch.Tensor | None = None) -> tuple[torch.Tensor, SamplerStats]:
+        """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats).
 
-    def _choose_position(self, z, masked, logp, seeds, step, stats):
+        ``z0``: optional starting tokens int64 ``[n_samples, length]``, ``mask_id`` at the positions to generate;
+        the given tokens never change. Then there are as many steps as the most masked positions of a sequence.
+        """
+        stats = SamplerStats(samples=n_samples, steps=length)
+        return _generate(self, n_samples, length, seed, batch_size, progress, stats, z0)
+
+    def _choose_position(self, z, masked, scores, seeds, step, stats):
         bsz = z.shape[0]
         neg_inf = torch.tensor(-math.inf, device=z.device)
         if self.order == "planner":
-            scores = self.planner(z).float()
+            logits = self.planner(z).float()
+            _check_model_output("planner", logits, tuple(z.shape))
             stats.planner_passes += bsz
             stats.planner_calls += 1
             temperature = self.planner_temperature
         elif self.order == "random":
-            scores, temperature = torch.zeros(z.shape, device=z.device), 1.0
+            logits, temperature = torch.zeros(z.shape, device=z.device), 1.0
         elif self.order == "left_to_right":  # greedy on -position: the leftmost masked position
-            scores = -torch.arange(z.shape[1], device=z.device, dtype=torch.float32).expand(z.shape)
+            logits = -torch.arange(z.shape[1], device=z.device, dtype=torch.float32).expand(z.shape)
             temperature = 0.0
         else:
-            scores, temperature = gk.confidence(logp, kind=self.order)[1], 0.0  # greedy: the most confident
-        scores = torch.where(masked, scores, neg_inf)
+            logits, temperature = gk.confidence(scores, kind=self.order)[1], 0.0  # greedy: the most confident
+        logits = torch.where(masked, logits, neg_inf)
         keys = gk.derive_keys(seeds.view(-1, 1), torch.full((bsz, 1), _POSITION_CHANNEL, device=z.device)).reshape(-1)
-        return gk.sample(scores, temperature=temperature, seeds=keys, offset=step)
+        return gk.sample(logits, temperature=temperature, seeds=keys, offset=step)
 
-    def _batch(self, bsz, length, seeds, first_seq, stats, bar):
-        z = torch.full((bsz, length), self.mask_id, dtype=torch.int64, device=self.device)
-        rows = torch.arange(bsz, device=self.device)
-        for step in range(length):
-            masked = z == self.mask_id
-            t = masked.float().mean(1)  # the masked fraction: the scheduled sampler has no time grid
-            logp = self.denoiser(z, t).float()
-            stats.denoiser_passes += bsz
+    @torch.inference_mode()
+    def step(self, z: torch.Tensor, step: int, seeds: torch.Tensor, *, logits: torch.Tensor | None = None,
+             stats: SamplerStats | None = None) -> tuple[torch.Tensor, SamplerStats]:
+        """Reveal one masked position of every sequence that has one.
+
+        Args:
+            z: int64 ``[B, L]`` current tokens (``mask_id`` = masked).
+            step: the step index (the ``offset`` of the draws).
+            seeds: int64 ``[B]`` per-sequence keys (e.g. :func:`sequence_seeds`).
+            logits: optional denoiser output for ``z`` (``[B, L, V + 1]``, log-probabilities or scores); when given
+                the denoiser is not called. Only the ``B`` rows at the chosen positions are normalized.
+            stats: accumulates pass counts (a new :class:`SamplerStats` when ``None``).
+        Returns:
+            (int64 ``[B, L]`` next tokens, stats); sequences without a masked position are returned unchanged.
+        """
+        stats = stats if stats is not None else SamplerStats(samples=z.shape[0], steps=1)
+        masked = z == self.mask_id
+        n_masked = masked.sum(1)
+        if not bool((n_masked > 0).any()):
+            return z, stats
+        if logits is None:
+            logits = _denoise(self.denoiser, z, masked.float().mean(1))  # the masked fraction: no time grid here
+            stats.denoiser_passes += z.shape[0]
             stats.denoiser_calls += 1
-            pos = self._choose_position(z, masked, logp, seeds, step, stats)
-            _check_drawn(pos, first_seq, f"position choice at step {step}")
-            keys = gk.derive_keys(seeds.view(-1, 1), pos.view(-1, 1)).reshape(-1)
-            row_logp = logp[rows, pos]  # [B, V + 1]
-            if self.ratio is None:
-                tok = gk.sample(row_logp, temperature=self.temperature, top_k=self.top_k, seeds=keys, offset=step)
-            else:
-                n = min(self.n_ratio, row_logp.shape[-1] - 1)  # the mask token never is a candidate
-                cand_logp, cand = gk.topk_log_softmax(row_logp, n)
-                rho = _RatioScorer(self.ratio, self.ratio_chunk, stats)(one_token_substitutions(z, pos, cand))
-                rho = _impossible_stay_impossible(rho, cand_logp)
-                tok = gk.sample(cand_logp, rho, self.gamma(step / length), self.temperature, self.top_k,
-                                seeds=keys, offset=step, index=cand)
-            _check_drawn(tok.view(-1, 1), first_seq, f"token draw at step {step}")
-            z = z.clone()
-            z[rows, pos] = tok
+        else:
+            _check_model_output("logits", logits, tuple(z.shape), vocab_last=True)
+        pos = self._choose_position(z, masked, logits, seeds, step, stats)
+        seq = (n_masked > 0).nonzero(as_tuple=True)[0]
+        pos = pos[seq]
+        _check_drawn(pos, 0, f"position choice at step {step}")
+        keys = _row_keys(seeds, seq, pos)
+        row = logits[seq, pos]  # [A, V + 1]: the only rows this step normalizes
+        if self.ratio is None:
+            tok = gk.sample(row, temperature=self.temperature, top_k=self.top_k, seeds=keys, offset=step)
+        else:
+            n = min(self.n_ratio, row.shape[-1] - 1)  # the mask token never is a candidate
+            cand_logp, cand = gk.topk_log_softmax(row, n)
+            rho = _impossible_stay_impossible(_RatioScorer(self.ratio, self.ratio_chunk, stats)(z, seq, pos, cand),
+                                              cand_logp)
+            progress = (z.shape[1] - n_masked[seq]).double() / z.shape[1]  # fraction revealed, per sequence
+            gamma = torch.tensor([self.gamma(p) for p in progress.tolist()], device=z.device)
+            tok = gk.sample(cand_logp, rho, gamma, self.temperature, self.top_k, seeds=keys, offset=step, index=cand)
+        _check_drawn(tok.view(-1, 1), 0, f"token draw at step {step}")
+        z = z.clone()
+        z[seq, pos] = tok
+        return z, stats
+
+    def _batch(self, z, seeds, first_seq, stats, bar):
+        for step in range(int((z == self.mask_id).sum(1).max())):
+            try:
+                z, _ = self.step(z, step, seeds, stats=stats)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc} (sequence indices relative to {first_seq})") from None
             if bar is not None:
                 bar.update(1)
         return z
