@@ -204,7 +204,7 @@ def _check_model_output(name: str, out: torch.Tensor, shape: tuple, vocab_last: 
         raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected {expected}")
 
 
-class _RatioScorer:
+class RatioScorer:
     """Scores one-token substitutions with the ratio model, streamed in chunks of ``chunk`` sequences (at most
     ``chunk`` candidate sequences exist at a time), and counts the passes."""
 
@@ -387,12 +387,7 @@ class GuidedAncestralSampler(AncestralSampler):
             ids = torch.arange(vocab, device=rows.device)
             cand = ids[ids != self.mask_id].expand(len(flat_rows), -1)
             return torch.log_softmax(rows[flat_rows].float(), dim=-1).gather(1, cand), cand
-        n = min(self.n_ratio, vocab - 1)  # the mask token never is a candidate (its score is -inf)
-        if 4 * len(flat_rows) >= rows.shape[0]:  # most rows are needed: read them all in place, no gathered copy
-            logp, cand = gk.topk_log_softmax(rows, n)
-            return logp[flat_rows], cand[flat_rows]
-        out = [gk.topk_log_softmax(rows[flat_rows[i : i + _ROW_BLOCK]], n) for i in range(0, len(flat_rows), _ROW_BLOCK)]
-        return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+        return topn_candidates(rows, flat_rows, min(self.n_ratio, vocab - 1))  # never the mask (its score is -inf)
 
     def _transition(self, z, i, seeds, state, stale, stats, t, s):
         bsz, length = z.shape
@@ -401,7 +396,7 @@ class GuidedAncestralSampler(AncestralSampler):
         seq, pos = todo.nonzero(as_tuple=True)
         if len(seq):
             cand_logp, cand = self._candidates(state.scores, seq * length + pos)
-            rho = _RatioScorer(self.ratio, self.ratio_chunk, stats)(z, seq, pos, cand)
+            rho = RatioScorer(self.ratio, self.ratio_chunk, stats)(z, seq, pos, cand)
             rho = _impossible_stay_impossible(rho, cand_logp)
             if state.cand is None or state.cand.shape[-1] != cand.shape[-1]:
                 width = cand.shape[-1]
@@ -421,6 +416,22 @@ class GuidedAncestralSampler(AncestralSampler):
 
 
 _ROW_BLOCK = 256  # rows gathered at a time when only a few rows of a step need candidates
+
+
+def topn_candidates(rows: torch.Tensor, flat_rows: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` most likely tokens of rows ``flat_rows`` of ``rows`` (``[N, V]`` scores or log-probabilities):
+    (log-probabilities fp32 ``[M, n]``, token ids int64 ``[M, n]``), via ``topk_log_softmax``.
+
+    When at least a quarter of the rows are asked for, every row is read in place (no gathered copy); otherwise the
+    asked rows are gathered ``_ROW_BLOCK`` at a time, so the extra memory stays small.
+    """
+    if 4 * len(flat_rows) >= rows.shape[0]:
+        logp, cand = gk.topk_log_softmax(rows, n)
+        return logp[flat_rows], cand[flat_rows]
+    out = [gk.topk_log_softmax(rows[flat_rows[i : i + _ROW_BLOCK]], n) for i in range(0, len(flat_rows), _ROW_BLOCK)]
+    if not out:
+        return rows.new_empty(0, n, dtype=torch.float32), rows.new_empty(0, n, dtype=torch.int64)
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -532,7 +543,7 @@ class ScheduledSampler:
         else:
             n = min(self.n_ratio, row.shape[-1] - 1)  # the mask token never is a candidate
             cand_logp, cand = gk.topk_log_softmax(row, n)
-            rho = _impossible_stay_impossible(_RatioScorer(self.ratio, self.ratio_chunk, stats)(z, seq, pos, cand),
+            rho = _impossible_stay_impossible(RatioScorer(self.ratio, self.ratio_chunk, stats)(z, seq, pos, cand),
                                               cand_logp)
             progress = (z.shape[1] - n_masked[seq]).double() / z.shape[1]  # fraction revealed, per sequence
             gamma = torch.tensor([self.gamma(p) for p in progress.tolist()], device=z.device)
