@@ -135,7 +135,8 @@ def test_scheduled_step_normalizes_only_the_rows_it_uses(monkeypatch):
     den, rat = Denoiser(cfg).eval(), SequenceScorer(cfg).eval()
     shapes = []
     real = samplers_mod.gk.topk_log_softmax
-    monkeypatch.setattr(samplers_mod.gk, "topk_log_softmax", lambda x, k, *a, **kw: shapes.append(x.shape) or real(x, k, *a, **kw))
+    monkeypatch.setattr(samplers_mod.gk, "topk_log_softmax",
+                        lambda x, k, *a, **kw: shapes.append(x.shape) or real(x, k, *a, **kw))
     monkeypatch.setattr(torch, "log_softmax", lambda *a, **kw: pytest.fail("a full log-softmax was computed"))
     x, _ = ScheduledSampler(den, vocab, rat, order="left_to_right", n_ratio=8)(bsz, length, seed=0)
     assert ((x >= 0) & (x < vocab)).all()

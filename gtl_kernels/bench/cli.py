@@ -171,6 +171,11 @@ def measure(args, argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--compat" in argv:  # the drop-ins against the original formulas: a separate runner with its own flags
+        from .compat import main as compat_main
+
+        return compat_main([a for a in argv if a != "--compat"])
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.from_json:

@@ -1,37 +1,43 @@
 """End-to-end sampler steps with random-weight models: how much of a step is spent outside model forward passes.
 
-Two steps, each timed for every selected backend and for the PyTorch way (MDLM / GTL authors' style):
+Three steps, each the package's own sampler step (its public ``step``), timed for every selected backend, beside the
+same step computed the original codebases' way (``bench/originals``):
 
-* ``ancestral``: one step of the unguided ancestral sampler (``gtl.samplers.AncestralSampler``) mid-trajectory
-  (``t = 0.5``, half the positions masked, ``T = 64`` steps): a denoiser pass over ``[B, L]``, then
-  ``masked_transition`` over the ``B * L`` rows of ``V + 1`` log-probabilities. The PyTorch way is MDLM's
-  ``_ddpm_update``: softmax, scaled copy, noise tensor, race over every row, masked or not.
-* ``scheduled``: one step of GTL's scheduled sampler (``gtl.samplers.ScheduledSampler``, max-prob order): a denoiser
-  pass, the planner score ``confidence`` over all ``B * L`` rows, the greedy position, ``topk_log_softmax`` of its
-  row (``n_ratio`` candidates), the ratio network on the ``B * n_ratio`` one-token substitutions, and the guided draw
-  ``sample(..., index=candidates)``. The PyTorch way: full softmax + max, log-softmax + topk, a separate add of the
-  ratio scores, softmax, noise, race.
+* ``ancestral``: ``AncestralSampler.step`` mid-trajectory (``t = 0.5``, half the positions masked, ``T = 64``):
+  a denoiser pass over ``[B, L]``, then ``masked_transition`` over the ``B * L`` rows. The PyTorch way is MDLM's
+  ``_ddpm_update``: the model's log-softmax, a scaled copy, a noise tensor, a race over every row.
+* ``guided``: ``GuidedAncestralSampler.step`` (top-``n_ratio`` candidates of every masked row, the ratio network on
+  the one-token substitutions streamed in chunks, ``masked_transition``'s candidate path, ``K = 8``); the PyTorch way
+  is the GTL authors' dense step.
+* ``scheduled``: ``ScheduledSampler.step`` (max-prob order): a denoiser pass, the planner score ``confidence`` over all
+  ``B * L`` rows, the greedy position, ``topk_log_softmax`` of its row only, the ratio network on the
+  ``B * n_ratio`` substitutions and ``sample(..., index=candidates)``. The PyTorch way: full softmax + max,
+  log-softmax + topk, a separate add of the ratio scores, softmax, noise, race.
 
 Model sizes (``SIZES``): ``paper`` is GTL's (denoiser ~61M parameters, ratio network ~4.4M, V = 30522, L = 512);
-``cpu`` and ``tiny`` are smaller so that a CPU run finishes. The models come from ``gtl_kernels.gtl.nets`` when it is
-importable, otherwise from the small stand-in transformers below (labelled ``stand-in`` in the results). On CUDA the
-forward passes run under bf16 autocast; their outputs are fp32 as the samplers use them.
+``cpu`` and ``tiny`` are smaller so that a CPU run finishes. On CUDA the forward passes run under bf16 autocast.
+The backend of a step is chosen with ``GTL_KERNELS_BACKEND`` for the duration of its timing.
 
 Each model call is bracketed by device synchronizations and its time summed; ``outside_share = 1 - forward / step``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import time
 
 import torch
 from torch import nn
 
-import gtl_kernels as gk
-
-from .baselines import pytorch_masked_transition, sample_categorical
+from .. import backends
+from ..gtl.nets import Denoiser, SequenceScorer, TrunkConfig
+from ..gtl.samplers import AncestralSampler, GuidedAncestralSampler, ScheduledSampler
+from .baselines import sample_categorical
+from .originals import gtl as gtl_original
+from .originals import mdlm as mdlm_original
 from .timing import synchronize
 
 
@@ -58,147 +64,111 @@ STEPS = 64  # ancestral time grid
 GAMMA = 1.0
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Stand-in models (used only when gtl_kernels.gtl.nets is not importable)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class _StandInTrunk(nn.Module):
-    """Token + position embedding and a pre-LN ``nn.TransformerEncoder``: int64 ``[B, L]`` -> ``[B, L, d]``."""
-
-    def __init__(self, vocab: int, length: int, d: int, heads: int, layers: int):
-        super().__init__()
-        self.tok = nn.Embedding(vocab + 1, d)
-        self.pos = nn.Parameter(torch.randn(length, d) * 0.02)
-        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True)
-        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-
-    def forward(self, z):
-        return self.enc(self.tok(z) + self.pos[: z.shape[1]])
-
-
-class StandInDenoiser(nn.Module):
-    """Stand-in ``denoiser(z [B, L], t [B]) -> fp32 [B, L, V + 1]`` log-probabilities in SUBS form (no time input)."""
-
-    def __init__(self, vocab: int, length: int, d: int, heads: int, layers: int):
-        super().__init__()
-        self.mask_id = vocab
-        self.trunk = _StandInTrunk(vocab, length, d, heads, layers)
-        self.head = nn.Linear(d, vocab + 1)
-
-    def forward(self, z, t):
-        logits = self.head(self.trunk(z)).float()
-        logits[..., self.mask_id] = -math.inf
-        logp = torch.log_softmax(logits, dim=-1)
-        copied = torch.full_like(logp, -math.inf).scatter_(-1, z.unsqueeze(-1), 0.0)
-        return torch.where((z != self.mask_id).unsqueeze(-1), copied, logp)
-
-
-class StandInScorer(nn.Module):
-    """Stand-in ratio network ``z [B, L] -> fp32 [B]`` (mean pooling, linear head)."""
-
-    def __init__(self, vocab: int, length: int, d: int, heads: int, layers: int):
-        super().__init__()
-        self.trunk = _StandInTrunk(vocab, length, d, heads, layers)
-        self.head = nn.Linear(d, 1)
-
-    def forward(self, z):
-        return self.head(self.trunk(z).mean(dim=1)).squeeze(-1).float()
-
-
-def _substitutions(z, pos, tokens):
-    """``z [M, L]`` with position ``pos [M]`` set to each of ``tokens [M, K]``: int64 ``[M, K, L]``."""
-    try:
-        from gtl_kernels.gtl.samplers import one_token_substitutions
-    except ImportError:
-        m, k = tokens.shape
-        out = z.unsqueeze(1).expand(m, k, z.shape[1]).clone()
-        return out.scatter_(2, pos.view(m, 1, 1).expand(m, k, 1), tokens.unsqueeze(-1))
-    return one_token_substitutions(z, pos, tokens)
-
-
 def build_models(size: E2ESize, device: torch.device, seed: int = 0):
     """(denoiser, ratio network, source label); random weights, eval mode, on ``device``."""
     torch.manual_seed(seed)
-    try:
-        from gtl_kernels.gtl.nets import Denoiser, SequenceScorer, TrunkConfig
-    except ImportError:
-        den = StandInDenoiser(size.vocab, size.length, *size.den)
-        ratio = StandInScorer(size.vocab, size.length, *size.ratio)
-        source = "stand-in"
-    else:
-        def cfg(d_h_l):
-            d, h, layers = d_h_l
-            return TrunkConfig(vocab=size.vocab, max_len=size.length, d_model=d, n_heads=h, n_layers=layers)
 
-        den, ratio = Denoiser(cfg(size.den)), SequenceScorer(cfg(size.ratio))
-        source = "gtl.nets"
-    return den.to(device).eval(), ratio.to(device).eval(), source
+    def cfg(d_h_l):
+        d, h, layers = d_h_l
+        return TrunkConfig(vocab=size.vocab, max_len=size.length, d_model=d, n_heads=h, n_layers=layers)
+
+    den, ratio = Denoiser(cfg(size.den)), SequenceScorer(cfg(size.ratio))
+    return den.to(device).eval(), ratio.to(device).eval(), "gtl.nets"
 
 
 class _Timed:
-    """Calls a model under the device's autocast, bracketed by synchronizations; sums the seconds."""
+    """Calls a model (``__call__`` and, for a denoiser, ``scores``) under the device's autocast, bracketed by
+    synchronizations; sums the seconds."""
 
     def __init__(self, model: nn.Module, device: torch.device):
         self.model, self.device, self.seconds = model, device, 0.0
 
-    def __call__(self, *args):
+    def _run(self, fn, *args):
         synchronize(self.device)
         t0 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.model(*args).float()
+            out = fn(*args).float()
         synchronize(self.device)
         self.seconds += time.perf_counter() - t0
         return out
 
+    def __call__(self, *args):
+        return self._run(self.model, *args)
+
+    def scores(self, *args):
+        return self._run(self.model.scores, *args)
+
+
+@contextlib.contextmanager
+def _backend(impl: str):
+    """Every op call of the block goes to backend ``impl`` (the samplers call the ops without ``backend=``)."""
+    old = os.environ.get(backends.ENV_VAR)
+    os.environ[backends.ENV_VAR] = impl
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(backends.ENV_VAR, None)
+        else:
+            os.environ[backends.ENV_VAR] = old
+
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The two steps
+# The three steps
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def _ancestral_step(impl, den, z, seeds, mask_id):
-    t, s = 0.5, 0.5 - 1.0 / STEPS
-    stay = s / t  # m_s / m_t of the log-linear schedule
-    logp = den(z, torch.full((z.shape[0],), t, device=z.device))
+    i = STEPS // 2
     if impl == "pytorch":
-        v1 = logp.shape[-1]
-        return pytorch_masked_transition(z.reshape(-1), logp.reshape(-1, v1), None, 1.0, 1.0, 0, stay, mask_id)
-    return gk.masked_transition(z, logp, stay_prob=stay, mask_id=mask_id, seeds=seeds, offset=STEPS // 2, backend=impl)
+        t, s = 1.0 - i / STEPS, 1.0 - (i + 1) / STEPS
+        logp = den(z, torch.full((z.shape[0],), t, device=z.device))
+        return mdlm_original.ddpm_update(logp, z, t, s, mask_id)
+    with _backend(impl):
+        return AncestralSampler(den, mask_id, STEPS).step(z, i, seeds)[0]
+
+
+def _guided_step(impl, den, ratio, z, seeds, mask_id, size: E2ESize):
+    i = STEPS // 2
+    if impl == "pytorch":
+        t, s = 1.0 - i / STEPS, 1.0 - (i + 1) / STEPS
+        logp = den(z, torch.full((z.shape[0],), t, device=z.device))
+        return gtl_original.ratio_guidance_denoise(z, logp, ratio, t, s, mask_id, GAMMA, size.n_ratio, 8,
+                                                   size.ratio_chunk)
+    sampler = GuidedAncestralSampler(den, ratio, mask_id, STEPS, mode="topn", n_ratio=size.n_ratio, gamma=GAMMA,
+                                     top_k=8, ratio_chunk=size.ratio_chunk)
+    with _backend(impl):
+        return sampler.step(z, i, seeds)[0]
 
 
 def _scheduled_step(impl, den, ratio, z, seeds, mask_id, size: E2ESize):
+    if impl != "pytorch":
+        sampler = ScheduledSampler(den, mask_id, ratio, order="max_prob", n_ratio=size.n_ratio, gamma=GAMMA,
+                                   ratio_chunk=size.ratio_chunk)
+        with _backend(impl):
+            return sampler.step(z, 0, seeds)[0]
     bsz = z.shape[0]
     rows = torch.arange(bsz, device=z.device)
     masked = z == mask_id
     logp = den(z, masked.float().mean(1))
     n = min(size.n_ratio, logp.shape[-1] - 1)
-    if impl == "pytorch":
-        conf = torch.softmax(logp, dim=-1).amax(-1)
-        pos = torch.where(masked, conf, -math.inf).argmax(-1)
-        cand_logp, cand = torch.log_softmax(logp[rows, pos], dim=-1).topk(n, dim=-1)
-    else:
-        conf = gk.confidence(logp, kind="max_prob", backend=impl)[1]
-        pos_keys = gk.derive_keys(seeds.view(-1, 1), torch.full((bsz, 1), 1 << 40, device=z.device)).reshape(-1)
-        pos = gk.sample(torch.where(masked, conf, -math.inf), temperature=0.0, seeds=pos_keys, offset=0, backend=impl)
-        cand_logp, cand = gk.topk_log_softmax(logp[rows, pos], n, backend=impl)
-    subs = _substitutions(z, pos, cand).reshape(-1, z.shape[1])
+    conf = torch.softmax(logp, dim=-1).amax(-1)
+    pos = torch.where(masked, conf, -math.inf).argmax(-1)
+    cand_logp, cand = torch.log_softmax(logp[rows, pos], dim=-1).topk(n, dim=-1)
+    subs = z.unsqueeze(1).expand(bsz, n, z.shape[1]).clone()
+    subs.scatter_(2, pos.view(bsz, 1, 1).expand(bsz, n, 1), cand.unsqueeze(-1))
+    subs = subs.view(-1, z.shape[1])
     rho = torch.cat([ratio(subs[i : i + size.ratio_chunk]) for i in range(0, subs.shape[0], size.ratio_chunk)])
     rho = torch.where(cand_logp == -math.inf, 0.0, rho.view(bsz, n))
-    if impl == "pytorch":
-        choice = sample_categorical(torch.softmax((cand_logp + GAMMA * rho).double(), dim=-1))
-        tok = cand.gather(1, choice.unsqueeze(-1)).squeeze(-1)
-    else:
-        keys = gk.derive_keys(seeds.view(-1, 1), pos.view(-1, 1)).reshape(-1)
-        tok = gk.sample(cand_logp, rho, GAMMA, 1.0, seeds=keys, offset=0, index=cand, backend=impl)
+    choice = sample_categorical(torch.softmax((cand_logp + GAMMA * rho).double(), dim=-1))
     z = z.clone()
-    z[rows, pos] = tok
+    z[rows, pos] = cand.gather(1, choice.unsqueeze(-1)).squeeze(-1)
     return z
 
 
 def run_e2e(device, impls: list[str], size_name: str = "paper", *, batch: int | None = None, repeats: int = 3,
             seed: int = 0, progress=None) -> list[dict]:
-    """Time one ancestral and one scheduled step for each of ``impls`` (backend names and ``"pytorch"``).
+    """Time one ancestral, one guided and one scheduled step for each of ``impls`` (backend names and ``"pytorch"``).
 
     Returns one record per (step, impl): ``step_s`` median step time, ``forward_s`` the forward-pass time of that
     run, ``outside_share = 1 - forward_s / step_s``. ``progress``: an optional callable invoked after each record.
@@ -216,9 +186,9 @@ def run_e2e(device, impls: list[str], size_name: str = "paper", *, batch: int | 
     masked = torch.rand(size.batch, size.length, generator=gen) < 0.5
     z = torch.where(masked, mask_id, tokens).to(device)
     seeds = torch.randint(-(2**62), 2**62, (size.batch,), generator=gen).to(device)
-    row_keys = gk.derive_keys(seeds.view(-1, 1), torch.arange(size.length, device=device)).reshape(-1)
     steps = {
-        "ancestral": lambda impl: _ancestral_step(impl, den_t, z, row_keys.view(z.shape), mask_id),
+        "ancestral": lambda impl: _ancestral_step(impl, den_t, z, seeds, mask_id),
+        "guided": lambda impl: _guided_step(impl, den_t, ratio_t, z, seeds, mask_id, size),
         "scheduled": lambda impl: _scheduled_step(impl, den_t, ratio_t, z, seeds, mask_id, size),
     }
     base = {"models": source, "batch": size.batch, "length": size.length, "vocab": size.vocab, "size": size_name,

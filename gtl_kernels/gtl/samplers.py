@@ -319,7 +319,8 @@ class AncestralSampler:
             state.scores = logits
         elif stale.any():
             fresh = _denoise(self.denoiser, z[stale], torch.full((int(stale.sum()),), t, device=z.device))
-            state.scores = fresh if state.scores is None or bool(stale.all()) else state.scores.index_put((stale,), fresh)
+            whole = state.scores is None or bool(stale.all())
+            state.scores = fresh if whole else state.scores.index_put((stale,), fresh)
             stats.denoiser_passes += int(stale.sum())
             stats.denoiser_calls += 1
         z_new = self._transition(z, i, seeds, state, stale, stats, t, s)

@@ -35,12 +35,13 @@ def guided_probs(xt, log_x_theta, ratio_model, move_chance_t: float, move_chance
     subs.scatter_(2, pos.view(m, 1, 1).expand(m, n_ratio, 1), cand.unsqueeze(-1))
     flat = subs.view(-1, length)
     scores = torch.cat([ratio_model(flat[i : i + ratio_bs]) for i in range(0, flat.shape[0], ratio_bs)])
-    ratio_log = torch.full((bsz, length, vocab), NEG)
-    ratio_log[masked] = torch.full((m, vocab), NEG).scatter(1, cand, scores.view(m, n_ratio).float())
+    ratio_log = torch.full((bsz, length, vocab), NEG, device=log_x_theta.device)
+    rows = torch.full((m, vocab), NEG, device=log_x_theta.device)
+    ratio_log[masked] = rows.scatter(1, cand, scores.view(m, n_ratio).float())
     ratio_log = ratio_log.log_softmax(dim=-1)
     # 4. top-n filter of the denoiser
-    keep = torch.zeros(bsz, length, vocab, dtype=torch.bool)
-    keep[masked] = torch.zeros(m, vocab, dtype=torch.bool).scatter(1, cand, True)
+    keep = torch.zeros(bsz, length, vocab, dtype=torch.bool, device=log_x_theta.device)
+    keep[masked] = torch.zeros(m, vocab, dtype=torch.bool, device=log_x_theta.device).scatter(1, cand, True)
     log_x = torch.where(keep | ~masked.unsqueeze(-1), log_x_theta, NEG)
     # 5-6. posterior and guidance; unmasked rows copy their token
     post = log_x + math.log1p(-move_chance_s / move_chance_t)
@@ -53,7 +54,8 @@ def guided_probs(xt, log_x_theta, ratio_model, move_chance_t: float, move_chance
     # 8. top-K filter of masked rows, the mask column always kept
     if 0 < top_k < vocab:
         keep_k = torch.zeros_like(guided, dtype=torch.bool)
-        rows = torch.zeros(m, vocab, dtype=torch.bool).scatter(1, guided[masked].topk(top_k, dim=-1).indices, True)
+        top = guided[masked].topk(top_k, dim=-1).indices
+        rows = torch.zeros(m, vocab, dtype=torch.bool, device=log_x_theta.device).scatter(1, top, True)
         rows[:, mask_index] = True
         keep_k[masked] = rows
         keep_k[copy] = True
@@ -91,6 +93,8 @@ def bench_cases(quick: bool) -> list[CompatCase]:
     ``n_ratio`` 8 / 64 / 512 and a stub ratio network; ``quick``: ``[32, 500]``, ``n_ratio`` 8."""
     from gtl_kernels.compat import gtl as dropin
 
+    from ..compat import ModelClock
+
     batch, length, vocab = (2, 16, 500) if quick else (2, 512, 30522)
     mask = vocab - 1
     mt, ms = 0.5, 0.5 - 1.0 / 64
@@ -98,14 +102,16 @@ def bench_cases(quick: bool) -> list[CompatCase]:
 
     def make_inputs():
         return {"log_p": subs_log_probs(batch, length, vocab, mask, seed=6),
-                "x": torch.full((batch, length), mask, dtype=torch.int64)}
+                "x": torch.full((batch, length), mask, dtype=torch.int64), "model_clock": ModelClock(ratio)}
 
     cases = []
     for n in ((8,) if quick else (8, 64, 512)):
         cases.append(CompatCase(
             codebase="gtl", name=f"guided step n_ratio={n} fp32 [{batch * length}, {vocab}]", make_inputs=make_inputs,
-            original=lambda d, n=n: ratio_guidance_denoise(d["x"], d["log_p"], ratio, mt, ms, mask, 1.0, n, 8),
-            dropin=lambda d, n=n: dropin.ratio_guidance_denoise(d["x"], d["log_p"], ratio, mt, ms, mask_index=mask,
+            original=lambda d, n=n: ratio_guidance_denoise(d["x"], d["log_p"], d["model_clock"], mt, ms, mask, 1.0,
+                                                           n, 8),
+            dropin=lambda d, n=n: dropin.ratio_guidance_denoise(d["x"], d["log_p"], d["model_clock"], mt, ms,
+                                                                 mask_index=mask,
                                                                  compute_top_k_ratio=n, top_k_sampling=8, seeds=1)[0],
             floor=lambda d: torch.amax(d["log_p"], dim=-1),
             logits_bytes=batch * length * vocab * 4, temporaries=TEMPORARIES,
@@ -119,13 +125,13 @@ def planner_probs(xt, pos, log_x_theta, ratio_model, mask_index: int, gamma: flo
     ``pos [B]``: ``log x_theta + gamma * log_softmax(ratio buffer)`` over the top-``n`` candidates, top-``K`` with
     the mask column kept, the mask keeping its (SUBS: zero) probability, softmax."""
     bsz, length, vocab = log_x_theta.shape
-    rows = torch.arange(bsz)
+    rows = torch.arange(bsz, device=log_x_theta.device)
     v = log_x_theta[rows, pos].float()
     cand = v.topk(n_ratio, dim=-1).indices
     subs = xt.unsqueeze(1).expand(bsz, n_ratio, length).clone()
     subs.scatter_(2, pos.view(bsz, 1, 1).expand(bsz, n_ratio, 1), cand.unsqueeze(-1))
     scores = ratio_model(subs.view(-1, length)).view(bsz, n_ratio).float()
-    r = torch.full((bsz, vocab), NEG).scatter(1, cand, scores).log_softmax(dim=-1)
+    r = torch.full((bsz, vocab), NEG, device=log_x_theta.device).scatter(1, cand, scores).log_softmax(dim=-1)
     r[:, mask_index] = 0.0
     guided = v + gamma * r
     if 0 < top_k < vocab:
