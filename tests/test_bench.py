@@ -38,7 +38,7 @@ def test_quick_run_writes_json_png_and_markdown(tmp_path, capsys):
         assert res["torch"]["status"] == "ok" and res["torch"]["ratio"]["argmax"] > 0
         assert res["pytorch"]["status"] == "ok", res["pytorch"]
         assert all(r["status"] in ("ok", "skipped") for r in case["results"]), case["results"]
-    assert {(e["step"], e["impl"]) for e in doc["e2e"]} == {(s, i) for s in ("ancestral", "scheduled")
+    assert {(e["step"], e["impl"]) for e in doc["e2e"]} == {(s, i) for s in ("ancestral", "guided", "scheduled")
                                                            for i in ("torch", "pytorch")}
     for e in doc["e2e"]:
         assert e["status"] == "ok" and 0.0 <= e["outside_share"] <= 1.0
