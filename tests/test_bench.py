@@ -106,17 +106,18 @@ def test_checks_catch_wrong_outputs():
         cs.check_tokens_valid(case, inp, torch.full((200,), 500))
 
 
-def test_stand_in_models_have_the_sampler_interface():
+def test_e2e_models_have_the_sampler_interface():
     size = e2e.SIZES["tiny"]
-    den = e2e.StandInDenoiser(size.vocab, size.length, *size.den).eval()
-    ratio = e2e.StandInScorer(size.vocab, size.length, *size.ratio).eval()
+    den, ratio, source = e2e.build_models(size, torch.device("cpu"))
     z = torch.full((2, size.length), size.vocab)
     z[0, :3] = torch.tensor([1, 2, 3])
     with torch.inference_mode():
         logp = den(z, torch.full((2,), 0.5))
-        assert logp.shape == (2, size.length, size.vocab + 1)
+        assert logp.shape == (2, size.length, size.vocab + 1) and source == "gtl.nets"
         assert torch.all(logp[..., size.vocab] == -math.inf)
         assert logp[0, 1, 2] == 0  # unmasked positions are copied
+        scores = den.scores(z, torch.full((2,), 0.5))
+        assert torch.allclose(torch.log_softmax(scores[1], -1), logp[1])  # masked rows: the same distribution
         assert ratio(z).shape == (2,)
 
 
