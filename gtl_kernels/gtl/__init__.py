@@ -11,12 +11,13 @@ Modules:
 
 from .markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, estimate_transitions, transition_metrics
 from .nets import Denoiser, Planner, SequenceScorer, TrunkConfig
-from .samplers import (AncestralSampler, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,
-                       SamplerStats, ScheduledSampler)
+from .samplers import (AncestralSampler, AncestralState, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,
+                       SamplerStats, ScheduledSampler, sequence_seeds)
 from .schedule import LogLinearSchedule
 
 __all__ = [
     "AncestralSampler",
+    "AncestralState",
     "ConstantGamma",
     "Denoiser",
     "GuidedAncestralSampler",
@@ -31,5 +32,6 @@ __all__ = [
     "SequenceScorer",
     "TrunkConfig",
     "estimate_transitions",
+    "sequence_seeds",
     "transition_metrics",
 ]

@@ -6,7 +6,9 @@ Every random decision goes through the public ``gtl_kernels`` ops (``masked_tran
 Model interfaces (networks from :mod:`~gtl_kernels.gtl.nets` and the Markov oracles both fit):
 
 * ``denoiser(z, t) -> log-probabilities``: ``z`` int64 ``[B, L]`` with ``mask_id = V`` the mask token, ``t`` float
-  ``[B]``; returns float ``[B, L, V + 1]`` in SUBS form (mask column ``-inf``, unmasked positions copied).
+  ``[B]``; returns float ``[B, L, V + 1]`` in SUBS form (mask column ``-inf``, unmasked positions copied). A
+  ``denoiser.scores(z, t)`` method (unnormalized, mask column ``-inf``) is used instead when present, so that only
+  the rows a step uses are normalized, inside the kernels.
 * ``ratio(z) -> log-ratio``: float ``[B]``, an estimate of ``log q_t(z) / p_t(z)`` up to a constant.
 * ``planner(z) -> position logits``: float ``[B, L]``.
 
@@ -14,6 +16,9 @@ Seeds (KERNEL_SPEC §3): a sampler call takes one integer ``seed``; sequence ``i
 also across batches) gets its own key ``derive_keys(seed, i)``, and each row of each op call is keyed from that
 sequence key and the position, with ``offset`` = the step. A sequence's sample therefore depends only on
 ``(seed, i)`` and the models, never on the batch size or on the other sequences of its batch.
+
+Every sampler has a public ``step`` (one reverse step of a batch, optionally on the caller's logits) that
+``__call__`` loops over; ``__call__(..., z0=...)`` starts from given tokens (prompts, infilling), which never change.
 
 Counts in :class:`SamplerStats` are *sequence* forward passes (one pass = one length-``L`` sequence through a
 network), the unit of the paper's cost analysis; ``*_calls`` count batched invocations.
@@ -35,6 +40,9 @@ from .schedule import LogLinearSchedule
 
 __all__ = [
     "SamplerStats",
+    "AncestralState",
+    "RatioScorer",
+    "topn_candidates",
     "ConstantGamma",
     "PiecewiseLinearGamma",
     "sequence_seeds",
