@@ -69,11 +69,11 @@ def check_schedule(prompt, steps, gen_length, block_length):
     return num_blocks, steps // num_blocks
 
 
-def row_keys(seeds, generator, batch: int, length: int, device) -> torch.Tensor:
-    """Per-position Philox keys int64 ``[batch, length]`` from ``seeds`` (int or int64 ``[batch]``) or a generator.
+def sequence_seeds(seeds, generator, batch: int, device) -> torch.Tensor:
+    """One Philox seed per sequence, int64 ``[batch]``, from ``seeds`` (int or int64 ``[batch]``) or a generator.
 
-    Position ``l`` of sequence ``b`` gets ``derive_keys(seed_b, l)``; an int seed gives ``seed_b =
-    derive_keys(seed, b)``; neither argument: a seed drawn from torch's default generator (``torch.manual_seed``).
+    An int seed gives sequence ``b`` the seed ``derive_keys(seed, b)``; neither argument: a seed drawn from
+    ``generator`` or, without one, from torch's default generator (so ``torch.manual_seed`` makes runs repeat).
     """
     if seeds is not None and generator is not None:
         raise ValueError("pass seeds or generator, not both")
@@ -83,17 +83,22 @@ def row_keys(seeds, generator, batch: int, length: int, device) -> torch.Tensor:
     if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
         if not -(2**63) <= seeds < 2**63:
             raise ValueError(f"seeds must fit in int64, got {seeds}")
-        seq = reference.derive_keys(torch.tensor(int(seeds), device=device), torch.arange(batch, device=device))
-    elif isinstance(seeds, torch.Tensor) and seeds.dtype == torch.int64 and seeds.shape == (batch,):
-        seq = seeds.to(device)
-    else:
-        raise ValueError(f"seeds must be an int or an int64 tensor [{batch}] (one per sequence), got {seeds!r}")
+        return reference.derive_keys(torch.tensor(int(seeds), device=device), torch.arange(batch, device=device))
+    if isinstance(seeds, torch.Tensor) and seeds.dtype == torch.int64 and seeds.shape == (batch,):
+        return seeds.to(device)
+    raise ValueError(f"seeds must be an int or an int64 tensor [{batch}] (one per sequence), got {seeds!r}")
+
+
+def row_keys(seeds, generator, batch: int, length: int, device) -> torch.Tensor:
+    """Per-position Philox keys int64 ``[batch, length]``: position ``l`` of sequence ``b`` gets
+    ``derive_keys(seed_b, l)`` (see :func:`sequence_seeds`), so a sequence's draws never depend on its batch."""
+    seq = sequence_seeds(seeds, generator, batch, device)
     return reference.derive_keys(seq.unsqueeze(-1), torch.arange(length, device=device))
 
 
-def model_logits(model, x, attention_mask, batch: int, name: str = "model") -> torch.Tensor:
-    """``model(x, attention_mask=...)`` -> its logits ``[batch, L, V]`` (``.logits`` or the tensor), checked."""
-    out = model(x, attention_mask=attention_mask)
+def model_logits(model, x, batch: int, name: str = "model", **kwargs) -> torch.Tensor:
+    """``model(x, **kwargs)`` -> its logits ``[batch, L, V]`` (``.logits`` or the tensor), checked."""
+    out = model(x, **kwargs)
     logits = out.logits if hasattr(out, "logits") else out
     if not isinstance(logits, torch.Tensor) or logits.dtype not in _FLOATS:
         got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -178,6 +183,42 @@ def step(
     x_new = x.clone()
     if cand_b.numel() == 0:
         return x_new
+    x0, conf = candidate_draws(
+        logits, un_logits, cand_b, cand_l, keys[cand_b, cand_l], offset, temperature=temperature,
+        cfg_scale=cfg_scale, remasking=remasking, logits_eos_inf=logits_eos_inf,
+        confidence_eos_eot_inf=confidence_eos_eot_inf, eos_id=eos_id, eot_id=eot_id,
+    )
+    # Rank the candidates of each sequence (non-candidates -inf, as in the original) and reveal the top ones.
+    conf_full = torch.full((x.shape[0], block_end), -torch.inf, dtype=torch.float64, device=x.device)
+    conf_full[cand_b, cand_l] = conf.double()
+    x0_full = torch.full((x.shape[0], block_end), -1, dtype=torch.int64, device=x.device)
+    x0_full[cand_b, cand_l] = x0
+    reveal_top(x_new, conf_full, x0_full, num_transfer)
+    return x_new
+
+
+def candidate_draws(
+    logits: torch.Tensor,
+    un_logits: torch.Tensor | None,
+    cand_b: torch.Tensor,
+    cand_l: torch.Tensor,
+    row_key: torch.Tensor,
+    offset: int,
+    *,
+    temperature: float = 0.0,
+    cfg_scale: float = 0.0,
+    remasking: str = "low_confidence",
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: bool = False,
+    eos_id: int = EOS_ID,
+    eot_id: int = EOT_ID,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draw ``x0`` and its confidence at the candidate positions ``(cand_b, cand_l)`` (int64 ``[M]`` each).
+
+    ``logits`` (and ``un_logits`` for CFG) ``[B, L, V]`` are read at those M rows only and never modified;
+    ``row_key`` int64 ``[M]``. Returns (int64 ``[M]`` tokens, float ``[M]`` confidence: the untempered probability
+    of the drawn token under the (guided) logits, or a uniform for ``"random"``).
+    """
     # Only the candidate rows: a copy of M rows, in which the EOS/EOT columns may be edited freely.
     z = logits[cand_b, cand_l]
     u = un_logits[cand_b, cand_l] if cfg_scale > 0 else None
@@ -187,7 +228,6 @@ def step(
     gamma = -cfg_scale / scale if cfg_scale > 0 else 1.0
     if logits_eos_inf:
         z[:, eos_id] = -torch.inf
-    row_key = keys[cand_b, cand_l]
     greedy_fused = temperature == 0 and remasking == "low_confidence" and not confidence_eos_eot_inf
     if greedy_fused:
         x0, conf = ops.confidence(z, u, gamma, 1.0 / scale)  # x0 is the argmax, its probability p1: one read
@@ -196,7 +236,7 @@ def step(
     if (x0 < 0).any():
         raise ValueError("model returned logits with a NaN or no finite value at a masked position")
     if remasking == "random":
-        step_counter = torch.tensor(offset, device=x.device)
+        step_counter = torch.tensor(offset, device=x0.device)
         conf = reference.uniform64(row_key, torch.zeros_like(x0).unsqueeze(-1), step_counter, _STREAM_REMASK)[:, 0]
     elif not greedy_fused:
         if confidence_eos_eot_inf:  # as in the original: EOT always, EOS too when the noisy scores are the logits
@@ -205,13 +245,7 @@ def step(
                 z[:, eos_id] = -torch.inf
         top, p1 = ops.confidence(z, u, gamma, 1.0 / scale)
         conf = p1 * torch.exp(scale * (_score_at(z, u, gamma, x0) - _score_at(z, u, gamma, top)))
-    # Rank the candidates of each sequence (non-candidates -inf, as in the original) and reveal the top ones.
-    conf_full = torch.full((x.shape[0], block_end), -torch.inf, dtype=torch.float64, device=x.device)
-    conf_full[cand_b, cand_l] = conf.double()
-    x0_full = torch.full((x.shape[0], block_end), -1, dtype=torch.int64, device=x.device)
-    x0_full[cand_b, cand_l] = x0
-    reveal_top(x_new, conf_full, x0_full, num_transfer)
-    return x_new
+    return x0, conf
 
 
 def _score_at(z, u, gamma, ids):
@@ -229,6 +263,7 @@ def reveal_top(x_new, conf_full, x0_full, num_transfer) -> None:
         return
     order = torch.topk(conf_full, k_max, dim=1).indices
     keep = torch.arange(k_max, device=x_new.device) < num_transfer.unsqueeze(-1)
+    keep &= torch.isfinite(conf_full.gather(1, order))  # never a non-candidate, whatever the counts say
     rows = torch.arange(x_new.shape[0], device=x_new.device).unsqueeze(-1).expand_as(order)
     b, pos = rows[keep], order[keep]
     x_new[b, pos] = x0_full[b, pos]
@@ -296,10 +331,10 @@ def generate(
             if cfg_scale > 0:
                 un_x = torch.where(prompt_index, mask_id, x)
                 mask2 = None if attention_mask is None else torch.cat([attention_mask, attention_mask], dim=0)
-                both = model_logits(model, torch.cat([x, un_x], dim=0), mask2, 2 * batch)
+                both = model_logits(model, torch.cat([x, un_x], dim=0), 2 * batch, attention_mask=mask2)
                 logits, un_logits = both[:batch], both[batch:]
             else:
-                logits = model_logits(model, x, attention_mask, batch)
+                logits = model_logits(model, x, batch, attention_mask=attention_mask)
             if offset == 0:
                 check_token_ids(logits.shape[-1], mask_id, **ids)
             x = step(
