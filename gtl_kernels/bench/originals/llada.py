@@ -151,3 +151,90 @@ def generate(
                 eot_id=eot_id, generator=generator,
             )
     return x
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A stub mask predictor and the side-by-side cases
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ContextStub:
+    """A small deterministic mask predictor whose logits depend on the whole context: ``model(x) -> [B, L, V]``.
+
+    ``tanh(emb[x] + pos + mean over the sequence) @ out * scale``, fixed random weights from ``seed``; ``scale`` sets
+    the spread (about 2 gives top probabilities between 0.1 and 0.9, so confidence rankings matter).
+    """
+
+    def __init__(self, vocab: int, max_len: int = 64, dim: int = 24, scale: float = 2.0, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.emb = torch.randn(vocab, dim, generator=g)
+        self.pos = torch.randn(max_len, dim, generator=g)
+        self.out = torch.randn(dim, vocab, generator=g) * (scale / dim**0.5)
+        self.calls = 0
+
+    def __call__(self, x, attention_mask=None):
+        self.calls += 1
+        h = self.emb[x] + self.pos[: x.shape[1]]
+        return torch.tanh(h + h.mean(dim=1, keepdim=True)) @ self.out * 3.0
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _step_inputs(batch, prompt_len, gen_len, vocab, block_length, steps_per_block, cfg, seed=0):
+    """One step's state at the first step of the first block: prompt tokens, then ``gen_len`` masks; random
+    logits (scaled to a language model's spread, never zeros) for the conditional and, with CFG, the unconditional
+    pass; ``num_transfer`` from LLaDA's schedule."""
+    device = _device()
+    g = torch.Generator(device=device).manual_seed(seed)
+    mask_id = vocab - 1 if vocab < MASK_ID else MASK_ID
+    x = torch.full((batch, prompt_len + gen_len), mask_id, dtype=torch.int64, device=device)
+    x[:, :prompt_len] = torch.randint(0, mask_id, (batch, prompt_len), generator=g, device=device)
+    shape = (batch, prompt_len + gen_len, vocab)
+    logits = torch.randn(shape, generator=g, device=device) * 3.0
+    un_logits = torch.randn(shape, generator=g, device=device) * 3.0 if cfg else None
+    num_transfer = get_num_transfer_tokens(x[:, prompt_len : prompt_len + block_length] == mask_id, steps_per_block)
+    return dict(x=x, logits=logits, un_logits=un_logits, block_end=prompt_len + block_length,
+                num_transfer=num_transfer[:, 0], mask_id=mask_id)
+
+
+def bench_cases(quick: bool) -> list[CompatCase]:
+    """One LLaDA step outside the model at ``B * L = 1024`` (prompt 512 + gen 512, V = 126464; quick: B = 2,
+    prompt 16 + gen 16, V = 1000), blocks of 32 and 128, temperature 0 and 1, with and without CFG (scale 1.5)."""
+    from ...compat import llada as dropin
+
+    batch, prompt_len, gen_len, vocab = (2, 16, 16, 1000) if quick else (1, 512, 512, 126464)
+    cases = []
+    for block_length in ((8, 16) if quick else (32, 128)):
+        steps_per_block = block_length  # LLaDA's usual steps = gen_length: one token per step
+        for temperature in (0.0, 1.0):
+            for cfg in (0.0, 1.5):
+                def make(bl=block_length, spb=steps_per_block, c=cfg):
+                    inputs = _step_inputs(batch, prompt_len, gen_len, vocab, bl, spb, c > 0)
+                    inputs["keys"] = dropin.row_keys(7, None, batch, inputs["x"].shape[1], inputs["x"].device)
+                    return inputs
+
+                def original(d, t=temperature, c=cfg):
+                    return step(d["x"].clone(), d["logits"], d["un_logits"], block_end=d["block_end"],
+                                num_transfer=d["num_transfer"], temperature=t, cfg_scale=c, mask_id=d["mask_id"])
+
+                def fused(d, t=temperature, c=cfg):
+                    return dropin.step(d["x"], d["logits"], d["un_logits"], block_end=d["block_end"],
+                                       num_transfer=d["num_transfer"], keys=d["keys"], offset=0, temperature=t,
+                                       cfg_scale=c, mask_id=d["mask_id"])
+
+                temps = "1 (fp32 softmax)" if temperature == 0 else (
+                    "8 (float64 copy, rand, log, neg, pow, exp, div; fp32 softmax)")
+                if cfg:
+                    temps += " + 3 fp32 for CFG (sub, mul, add)"
+                cases.append(CompatCase(
+                    codebase="llada",
+                    name=f"step B*L={batch * (prompt_len + gen_len)} V={vocab} block={block_length} T={temperature:g}"
+                         + (f" cfg={cfg:g}" if cfg else ""),
+                    make_inputs=make, original=original, dropin=fused,
+                    floor=lambda d: torch.amax(d["logits"], -1),
+                    logits_bytes=4 * batch * (prompt_len + gen_len) * vocab,
+                    temporaries=temps,
+                ))
+    return cases
