@@ -173,7 +173,7 @@ def generate(
             threshold, factor, step_callback: as in Fast-dLLM.
         seeds / generator: reproducible draws (int or int64 ``[B]``; or a ``torch.Generator``).
         max_steps_per_block: a block that still holds masks after this many steps raises ``RuntimeError`` (default
-            ``steps // num_blocks`` for the fixed count, ``4 * block_length`` otherwise), where the original would
+            ``steps // num_blocks`` for the fixed count, ``16 * block_length`` otherwise), where the original would
             index past its schedule or loop for ever (a model that keeps predicting ``mask_id``).
     Returns:
         (int64 ``[B, L_prompt + gen_length]``, number of model calls).
@@ -181,7 +181,7 @@ def generate(
     num_blocks, steps_per_block = check_schedule(prompt, steps, gen_length, block_length)
     seq = sequence_seeds(seeds, generator, prompt.shape[0], prompt.device)
     if max_steps_per_block is None:
-        max_steps_per_block = steps_per_block if threshold is None and factor is None else 4 * block_length
+        max_steps_per_block = steps_per_block if threshold is None and factor is None else 16 * block_length
     batch, prompt_len = prompt.shape
     x = torch.full((batch, prompt_len + gen_length), mask_id, dtype=torch.int64, device=prompt.device)
     x[:, :prompt_len] = prompt

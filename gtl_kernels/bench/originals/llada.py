@@ -161,8 +161,9 @@ def generate(
 class ContextStub:
     """A small deterministic mask predictor whose logits depend on the whole context: ``model(x) -> [B, L, V]``.
 
-    ``tanh(emb[x] + pos + mean over the sequence) @ out * scale``, fixed random weights from ``seed``; ``scale`` sets
-    the spread (about 2 gives top probabilities between 0.1 and 0.9, so confidence rankings matter).
+    ``tanh(h + mean(h over the sequence)) @ out + bias`` with ``h = emb[x] + pos``, fixed random weights from
+    ``seed``; ``scale`` sets the spread (about 1.5-2 gives top probabilities between 0.1 and 0.9, so confidence
+    rankings matter); ``bias [V]`` (zeros) lets a test make tokens likelier or rarer.
     """
 
     def __init__(self, vocab: int, max_len: int = 64, dim: int = 24, scale: float = 2.0, seed: int = 0):
@@ -170,12 +171,13 @@ class ContextStub:
         self.emb = torch.randn(vocab, dim, generator=g)
         self.pos = torch.randn(max_len, dim, generator=g)
         self.out = torch.randn(dim, vocab, generator=g) * (scale / dim**0.5)
+        self.bias = torch.zeros(vocab)
         self.calls = 0
 
     def __call__(self, x, attention_mask=None):
         self.calls += 1
         h = self.emb[x] + self.pos[: x.shape[1]]
-        return torch.tanh(h + h.mean(dim=1, keepdim=True)) @ self.out * 3.0
+        return torch.tanh(h + h.mean(dim=1, keepdim=True)) @ self.out * 3.0 + self.bias
 
 
 def _device() -> torch.device:
