@@ -220,8 +220,8 @@ def candidate_draws(
     of the drawn token under the (guided) logits, or a uniform for ``"random"``).
     """
     # Only the candidate rows: a copy of M rows, in which the EOS/EOT columns may be edited freely.
-    z = logits[cand_b, cand_l]
-    u = un_logits[cand_b, cand_l] if cfg_scale > 0 else None
+    z = _rows(logits, cand_b, cand_l)
+    u = _rows(un_logits, cand_b, cand_l) if cfg_scale > 0 else None
     if z.dtype == torch.float64:
         z, u = z.float(), (None if u is None else u.float())
     scale = cfg_scale + 1.0
@@ -246,6 +246,14 @@ def candidate_draws(
         top, p1 = ops.confidence(z, u, gamma, 1.0 / scale)
         conf = p1 * torch.exp(scale * (_score_at(z, u, gamma, x0) - _score_at(z, u, gamma, top)))
     return x0, conf
+
+
+def _rows(t: torch.Tensor, b: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+    """Rows ``t[b, l]`` of ``[B, L, V]`` as a new ``[M, V]`` tensor (``index_select`` on a flat view when there is
+    one: a plain row copy, faster than two-index gathering)."""
+    if t.stride(1) == t.shape[2] * t.stride(2) and t.stride(0) == t.shape[1] * t.stride(1):
+        return t.reshape(-1, t.shape[2]).index_select(0, b * t.shape[1] + l)
+    return t[b, l]
 
 
 def _score_at(z, u, gamma, ids):

@@ -20,10 +20,13 @@ in the factor rule, where the original indexes an empty list.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import CompatCase
 from .llada import MASK_ID, add_gumbel_noise, get_num_transfer_tokens
 
 
@@ -121,3 +124,59 @@ def generate(model, prompt, steps=128, gen_length=128, block_length=128, tempera
             if (x[:, start:end] == mask_id).sum() == 0:
                 break
     return x, nfe
+
+
+def bench_cases(quick: bool) -> list[CompatCase]:
+    """One Fast-dLLM step outside the model, the same tensors to both sides.
+
+    No-cache decoding (``generate``): logits of the whole sequence, ``B * L = 1024`` (prompt 512 + gen 512,
+    V = 126464; quick: B = 2, 16 + 16, V = 1000), candidates = the first block (32) — threshold 0.9 at temperature
+    0 and 1, and the factor rule (1.0) at temperature 0. Dual-cache decoding passes only the block's logits: one
+    case with ``[B = 32, block = 32]`` (quick: ``[4, 8]``), every row a candidate, so no rows are skipped.
+    """
+    from ...compat import fast_dllm as dropin
+    from .llada import _step_inputs
+
+    batch, prompt_len, gen_len, vocab = (2, 16, 16, 1000) if quick else (1, 512, 512, 126464)
+    block = 8 if quick else 32
+    cache_batch = 4 if quick else 32
+    variants = [("threshold=0.9", 0.0, 0.9, None, False), ("threshold=0.9", 1.0, 0.9, None, False),
+                ("factor=1", 0.0, None, 1.0, False), ("threshold=0.9 dual-cache", 0.0, 0.9, None, True)]
+    cases = []
+    for label, temperature, threshold, factor, cached in variants:
+        def make(cached=cached):
+            if cached:  # only the block's logits: every position a candidate
+                d = _step_inputs(cache_batch, 0, block, vocab, block, block, False)
+            else:
+                d = _step_inputs(batch, prompt_len, gen_len, vocab, block, block, False)
+            d["mask_index"] = d["x"] == d["mask_id"]
+            d["mask_index"][:, d["block_end"]:] = False
+            return d
+
+        def run(impl, d, t=temperature, th=threshold, f=factor):
+            if f is not None:
+                return impl.get_transfer_index_dynamic(d["logits"], t, "low_confidence", d["mask_index"], d["x"],
+                                                       None, f)
+            return impl.get_transfer_index(d["logits"], t, "low_confidence", d["mask_index"], d["x"], None, th)
+
+        n_rows = cache_batch * block if cached else batch * (prompt_len + gen_len)
+        temps = "2 (float64 copy, float64 softmax)" if temperature == 0 else (
+            "9 (float64 copy, rand, log, neg, pow, exp, div; float64 copy, float64 softmax)")
+        cases.append(CompatCase(
+            codebase="fast_dllm",
+            name=f"step {label} B*L={n_rows} V={vocab} T={temperature:g}",
+            make_inputs=make,
+            original=functools.partial(run, _Original),
+            dropin=functools.partial(run, dropin),
+            floor=lambda d: torch.amax(d["logits"], -1),
+            logits_bytes=4 * n_rows * vocab,
+            temporaries=temps,
+        ))
+    return cases
+
+
+class _Original:
+    """This module's two step functions under the drop-in's names, for :func:`bench_cases`."""
+
+    get_transfer_index = staticmethod(get_transfer_index)
+    get_transfer_index_dynamic = staticmethod(get_transfer_index_dynamic)
