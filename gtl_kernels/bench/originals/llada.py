@@ -120,8 +120,12 @@ def generate(
     eot_id=EOT_ID,
     generator=None,
 ):
-    """LLaDA's ``generate``: int64 ``prompt [B, Lp]`` -> int64 ``[B, Lp + gen_length]``; ``model(x, attention_mask=)``
-    returns ``.logits`` or a tensor ``[B, L, V]``. Unlike the original, CFG without an attention mask passes ``None``."""
+    """LLaDA's ``generate``: int64 ``prompt [B, Lp]`` -> int64 ``[B, Lp + gen_length]``.
+
+    ``model(x, attention_mask=...)`` returns ``.logits`` or a tensor ``[B, L, V]``. Unlike the original, CFG
+    without an attention mask passes ``None`` (the original refers to an unset name there); ``x`` lives on
+    ``prompt.device`` (the original: ``model.device``).
+    """
     x = torch.full((prompt.shape[0], prompt.shape[1] + gen_length), mask_id, dtype=torch.long, device=prompt.device)
     x[:, : prompt.shape[1]] = prompt.clone()
     if attention_mask is not None:
