@@ -60,5 +60,10 @@ perf-doc: setup
 nvcc-check:
 	scripts/nvcc_check.sh
 
+# a random-weight masked-diffusion LM generating with LLaDA's original sampler and with the drop-in (under a minute)
+.PHONY: example
+example: setup
+	$(PY) examples/diffusion_lm.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info gtl_kernels/*.so
