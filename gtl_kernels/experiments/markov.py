@@ -42,6 +42,7 @@ from ..gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_
 from . import reporting
 
 RATIO_LOSSES = ("conditional", "classifier", "paper")
+DEFAULT_STATES = 5
 TARGET_BLOCK = 1000  # target sequences are drawn in blocks of this many, each block from its own key
 
 
@@ -85,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mode", nargs="?", default="compare", choices=("compare", "failure"),
                    help="compare = vanilla / fine-tuned / GTL over target sizes; failure = poor-overlap gamma sweep")
     g = p.add_argument_group("chains")
-    g.add_argument("--states", type=int, default=5, help="number of states of the built-in chains")
+    g.add_argument("--states", type=int, default=None,
+                   help=f"number of states: of the built-in chains (default {DEFAULT_STATES}), and, when given, the "
+                        "size the matrix files must have")
     g.add_argument("--source-diag", type=float, default=0.10, help="diagonal of the built-in source chain")
     g.add_argument("--target-diag", type=float, default=0.80, help="diagonal of the built-in target chain")
     g.add_argument("--source-matrix", type=Path, help="source transition matrix file (.npy, .json, .txt/.csv)")
@@ -167,16 +170,28 @@ def apply_quick(args) -> None:
 
 
 def build_chains(args) -> tuple[mk.MarkovChain, mk.MarkovChain]:
+    """The source and target chains of ``args``; a bad matrix file exits with a message naming the file and row."""
     def chain(path, diag):
         if path is None:
-            return mk.MarkovChain.sticky(args.states, diag)
-        trans = mk.load_matrix(path)
+            return mk.MarkovChain.sticky(args.states or DEFAULT_STATES, diag)
+        try:
+            trans = mk.load_matrix(path, args.states)
+        except ValueError as e:
+            raise SystemExit(f"gtl-markov: error: {e}") from None
         return mk.MarkovChain(torch.full((trans.shape[0],), 1.0 / trans.shape[0], dtype=torch.float64), trans)
 
     source, target = chain(args.source_matrix, args.source_diag), chain(args.target_matrix, args.target_diag)
     if source.n_states != target.n_states:
-        raise SystemExit(f"source has {source.n_states} states, target {target.n_states}: they must match")
+        raise SystemExit(f"gtl-markov: error: the source has {source.n_states} states, the target "
+                         f"{target.n_states}: they must match")
     return source, target
+
+
+def is_paper_pair(source: mk.MarkovChain, target: mk.MarkovChain) -> bool:
+    """Whether the chains are the paper's (5 states, diagonal 0.10 -> 0.80): only then are its values shown."""
+    return (source.n_states == DEFAULT_STATES
+            and torch.allclose(source.trans, mk.MarkovChain.sticky(DEFAULT_STATES, 0.10).trans)
+            and torch.allclose(target.trans, mk.MarkovChain.sticky(DEFAULT_STATES, 0.80).trans))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -215,7 +230,10 @@ class Context:
     def timed(self, key: str, fn, *a, **kw):
         t0 = time.perf_counter()
         out = fn(*a, **kw)
-        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.timings[key] = self.timings.get(key, 0.0) + dt
+        if getattr(self.args, "phase_lines", False):
+            print(f"seed {self.seed}: {key} done in {dt:.1f} s", file=sys.stderr, flush=True)
         return out
 
 
@@ -397,7 +415,8 @@ def compare(args) -> dict:
           f"{float(target.trans.diagonal().mean()):.3f}; L = {args.length}; {args.n_source} source sequences; "
           f"{args.samples} samples per cell; sampler {args.sampler}"
           + (f"/{','.join(args.order)}" if args.sampler == "scheduled" else f"/{args.steps} steps"))
-    print(reporting.format_table(agg, len(args.seeds)))
+    paper = reporting.PAPER if is_paper_pair(source, target) else None
+    print(reporting.format_table(agg, len(args.seeds), paper))
     for n, methods in runs[0].items():
         shown = set()
         for m, r in methods.items():
@@ -414,7 +433,7 @@ def compare(args) -> dict:
     print(f"wall time {wall:.1f} s for {len(args.seeds)} seed(s); by phase: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
     mats = {m: {n: torch.stack([r[n][m]["matrix"] for r in runs]).mean(0) for n in runs[0]} for m in runs[0][next(iter(runs[0]))]}
-    out = {"config": vars(args), "paper": reporting.PAPER, "aggregate": agg, "per_seed": per_seed,
+    out = {"config": vars(args), "paper": paper, "aggregate": agg, "per_seed": per_seed,
            "wall_s": wall, "target": target.trans, "source": source.trans}
     reporting.write_json(args.out / "markov.json", out)
     reporting.heatmaps(args.out / "markov.png", mats, target.trans,
@@ -489,6 +508,9 @@ def run(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.quick:
         apply_quick(args)
+    # Not a terminal (a log, CI): one line per phase instead of the bars' control codes.
+    args.phase_lines = not args.no_progress and not sys.stderr.isatty()
+    args.no_progress = args.no_progress or args.phase_lines
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seeds[0])
     return failure(args) if args.mode == "failure" else compare(args)
