@@ -98,12 +98,41 @@ def test_conditional_nll_ranks_the_exact_ratio_first(data):
 
 
 def test_load_matrix(tmp_path):
-    m = [[1, 3], [2, 2]]
+    m = [[0.25, 0.75], [0.5, 0.5]]
     (tmp_path / "m.json").write_text(json.dumps(m))
-    (tmp_path / "m.txt").write_text("1 3\n2 2\n")
-    (tmp_path / "m.csv").write_text("1,3\n2,2\n")
+    (tmp_path / "m.txt").write_text("0.25 0.75\n0.5 0.5\n")
+    (tmp_path / "m.csv").write_text("0.25,0.75\n0.5,0.5\n")
     for name in ("m.json", "m.txt", "m.csv"):
-        assert torch.allclose(load_matrix(tmp_path / name), torch.tensor([[0.25, 0.75], [0.5, 0.5]], dtype=torch.float64))
+        assert torch.allclose(load_matrix(tmp_path / name), torch.tensor(m, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0.5 0.5 0\n0.5 0.5 0\n", "square"),
+    ("0.5 0.5\n-0.1 1.1\n", "row 1 has a negative entry"),
+    ("0.5 0.5\n0.3 0.6\n", "row 1 sums to 0.9"),
+    ("1 3\n2 2\n", "row 0 sums to 4"),  # counts are not a transition matrix
+    ("0.5 nan\n0.5 0.5\n", "row 0 has a non-finite entry"),
+])
+def test_load_matrix_rejects_bad_matrices(tmp_path, text, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_matrix(path)
+    assert str(path) in str(err.value)
+
+
+def test_gtl_markov_rejects_a_bad_matrix_file_before_training(tmp_path, capsys):
+    from gtl_kernels.experiments.markov import run
+
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("0.5 0.5\n0.5 0.5\n")
+    bad.write_text("0.5 0.5\n0.2 0.7\n")
+    with pytest.raises(SystemExit, match=r"bad\.txt: row 1 sums to 0\.9"):
+        run(["--source-matrix", str(good), "--target-matrix", str(bad), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match=r"good\.txt: a 2-state matrix, but --states is 3"):
+        run(["--states", "3", "--source-matrix", str(good), "--target-matrix", str(good),
+             "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()  # nothing trained, nothing written
 
 
 def test_markov_experiment_end_to_end(tmp_path):
@@ -151,4 +180,5 @@ def test_failure_mode_end_to_end(tmp_path):
     # no-overlap pair: 2 candidate sets x 2 gammas; control pair: 1 x 2
     assert len(rows) == 6 and (tmp_path / "failure.png").exists()
     assert {r["candidates"] for r in rows if r["pair"] == "no overlap"} == {"all", "top-5"}
-    assert all(0 <= r["new_state_freq"] <= 1 for r in rows if r["pair"] == "no overlap")
+    assert all(r["new_state_freq"] >= 0 for r in rows if r["pair"] == "no overlap")
+    assert all(r["new_state_freq"] != r["new_state_freq"] for r in rows if r["pair"] == "control")  # NaN: no new state

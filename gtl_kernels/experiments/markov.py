@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import math
 import multiprocessing
 import os
@@ -41,6 +42,37 @@ from ..gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_
 from . import reporting
 
 RATIO_LOSSES = ("conditional", "classifier", "paper")
+DEFAULT_STATES = 5
+TARGET_BLOCK = 1000  # target sequences are drawn in blocks of this many, each block from its own key
+
+
+def key(*parts) -> int:
+    """A 63-bit seed for the random draw identified by ``parts`` (e.g. ``(seed, "vanilla", n, "init")``).
+
+    Every draw of the experiment (data sets, initializations, training batches) gets its own key, so a cell's result
+    does not depend on which other target sizes, methods, estimators or orders the same run computes."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def draw_source(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch.Tensor:
+    """The ``n`` source training sequences of ``seed``: int64 ``[n, length]``."""
+    return chain.sample(n, length, generator=torch.Generator().manual_seed(key(seed, "source")))
+
+
+def draw_target(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch.Tensor:
+    """The first ``n`` target training sequences of ``seed``: int64 ``[n, length]``.
+
+    Sets are nested (the ``n = 20`` set is the first 20 of the ``n = 100`` set) and the first ``n`` rows do not depend
+    on how many more are drawn: block ``b`` of :data:`TARGET_BLOCK` sequences has its own key."""
+    blocks = [chain.sample(TARGET_BLOCK, length, generator=torch.Generator().manual_seed(key(seed, "target", b)))
+              for b in range(-(-n // TARGET_BLOCK))]
+    return torch.cat(blocks)[:n] if blocks else torch.empty(0, length, dtype=torch.int64)
+
+
+def draw_heldout(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch.Tensor:
+    """Held-out target sequences (diagnostics only, never trained on): int64 ``[n, length]``."""
+    return chain.sample(n, length, generator=torch.Generator().manual_seed(key(seed, "heldout")))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -54,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mode", nargs="?", default="compare", choices=("compare", "failure"),
                    help="compare = vanilla / fine-tuned / GTL over target sizes; failure = poor-overlap gamma sweep")
     g = p.add_argument_group("chains")
-    g.add_argument("--states", type=int, default=5, help="number of states of the built-in chains")
+    g.add_argument("--states", type=int, default=None,
+                   help=f"number of states: of the built-in chains (default {DEFAULT_STATES}), and, when given, the "
+                        "size the matrix files must have")
     g.add_argument("--source-diag", type=float, default=0.10, help="diagonal of the built-in source chain")
     g.add_argument("--target-diag", type=float, default=0.80, help="diagonal of the built-in target chain")
     g.add_argument("--source-matrix", type=Path, help="source transition matrix file (.npy, .json, .txt/.csv)")
@@ -136,16 +170,28 @@ def apply_quick(args) -> None:
 
 
 def build_chains(args) -> tuple[mk.MarkovChain, mk.MarkovChain]:
+    """The source and target chains of ``args``; a bad matrix file exits with a message naming the file and row."""
     def chain(path, diag):
         if path is None:
-            return mk.MarkovChain.sticky(args.states, diag)
-        trans = mk.load_matrix(path)
+            return mk.MarkovChain.sticky(args.states or DEFAULT_STATES, diag)
+        try:
+            trans = mk.load_matrix(path, args.states)
+        except ValueError as e:
+            raise SystemExit(f"gtl-markov: error: {e}") from None
         return mk.MarkovChain(torch.full((trans.shape[0],), 1.0 / trans.shape[0], dtype=torch.float64), trans)
 
     source, target = chain(args.source_matrix, args.source_diag), chain(args.target_matrix, args.target_diag)
     if source.n_states != target.n_states:
-        raise SystemExit(f"source has {source.n_states} states, target {target.n_states}: they must match")
+        raise SystemExit(f"gtl-markov: error: the source has {source.n_states} states, the target "
+                         f"{target.n_states}: they must match")
     return source, target
+
+
+def is_paper_pair(source: mk.MarkovChain, target: mk.MarkovChain) -> bool:
+    """Whether the chains are the paper's (5 states, diagonal 0.10 -> 0.80): only then are its values shown."""
+    return (source.n_states == DEFAULT_STATES
+            and torch.allclose(source.trans, mk.MarkovChain.sticky(DEFAULT_STATES, 0.10).trans)
+            and torch.allclose(target.trans, mk.MarkovChain.sticky(DEFAULT_STATES, 0.80).trans))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -169,21 +215,25 @@ class Context:
         a = self.args
         return TrunkConfig(self.vocab, a.length, a.d_model, a.heads, layers, dropout=dropout, window=window)
 
-    def train_cfg(self, steps: int, part: int, *, lr=None, batch=None, weight_decay=0.0) -> TrainConfig:
+    def train_cfg(self, steps: int, part: tuple, *, lr=None, batch=None, weight_decay=0.0) -> TrainConfig:
+        """Optimizer settings of component ``part`` (e.g. ``("vanilla", n)``); its batches are keyed by it."""
         a = self.args
         return TrainConfig(steps=steps, batch_size=batch or a.batch_size, lr=lr or a.lr, weight_decay=weight_decay,
-                           seed=1000 * self.seed + part)
+                           seed=key(self.seed, *part, "train"))
 
-    def model(self, cls, cfg: TrunkConfig, part: int):
+    def model(self, cls, cfg: TrunkConfig, part: tuple):
         """A freshly initialized network, seeded by (seed, part): each component's initialization is the same
         whichever other components a run trains before it."""
-        torch.manual_seed(1000 * self.seed + part + 500_000)
+        torch.manual_seed(key(self.seed, *part, "init"))
         return cls(cfg).to(self.args.device)
 
     def timed(self, key: str, fn, *a, **kw):
         t0 = time.perf_counter()
         out = fn(*a, **kw)
-        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.timings[key] = self.timings.get(key, 0.0) + dt
+        if getattr(self.args, "phase_lines", False):
+            print(f"seed {self.seed}: {key} done in {dt:.1f} s", file=sys.stderr, flush=True)
         return out
 
 
@@ -223,12 +273,14 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
     return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict()}
 
 
-def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, part: int):
-    """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``."""
+def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
+    """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``; its random draws
+    are keyed by ``tag`` (default: the target size)."""
     a, prog = ctx.args, not ctx.args.no_progress
-    ratio = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), part)
-    cfg = ctx.train_cfg(a.ratio_steps, part, weight_decay=a.ratio_weight_decay)
     n = len(xt)
+    tag = n if tag is None else tag
+    ratio = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("ratio", tag))
+    cfg = ctx.train_cfg(a.ratio_steps, ("ratio", tag), weight_decay=a.ratio_weight_decay)
     if loss == "conditional":
         cfg.batch_size = a.ratio_batch
         ctx.timed(f"ratio {n}", train_ratio_conditional, ratio, denoiser, xt, cfg, source=xs,
@@ -237,13 +289,13 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, part: int):
         ctx.timed(f"ratio {n}", train_ratio_classifier, ratio, xs, xt, cfg, mask_id=ctx.vocab,
                   desc=f"ratio[classifier] n={n}", progress=prog)
     else:
-        ccfg = ctx.train_cfg(a.classifier_steps, part + 1, weight_decay=a.ratio_weight_decay)
-        clean = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), part + 1)
-        noisy = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), part + 2)
+        ccfg = ctx.train_cfg(a.classifier_steps, ("clean classifier", tag), weight_decay=a.ratio_weight_decay)
+        nccfg = ctx.train_cfg(a.classifier_steps, ("noisy classifier", tag), weight_decay=a.ratio_weight_decay)
+        clean = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("clean classifier", tag))
+        noisy = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("noisy classifier", tag))
         ctx.timed(f"ratio {n}", train_domain_classifier, clean, xs, xt, ccfg, noisy=False, mask_id=ctx.vocab,
                   label_smoothing=0.1, desc=f"clean classifier n={n}", progress=prog)
-        ccfg.seed += 1
-        ctx.timed(f"ratio {n}", train_domain_classifier, noisy, xs, xt, ccfg, noisy=True, mask_id=ctx.vocab,
+        ctx.timed(f"ratio {n}", train_domain_classifier, noisy, xs, xt, nccfg, noisy=True, mask_id=ctx.vocab,
                   desc=f"noisy classifier n={n}", progress=prog)
         ctx.timed(f"ratio {n}", train_ratio_paper, ratio, xs, xt, clean, noisy, cfg, mask_id=ctx.vocab,
                   desc=f"ratio[paper] n={n}", progress=prog)
@@ -255,21 +307,21 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
     """All methods for every n, one seed: ``{n: {method: {"metrics", "matrix", "sampler", ...}}}``."""
     ctx = Context(args, source, target, seed, {})
     prog = not args.no_progress
-    gen = torch.Generator().manual_seed(seed)
-    xs = source.sample(args.n_source, args.length, generator=gen).to(args.device)
-    xt_all = target.sample(max(args.n_target), args.length, generator=gen).to(args.device)
-    heldout = target.sample(1000, args.length, generator=gen).to(args.device)  # diagnostics only, never trained on
+    xs = draw_source(source, args.n_source, args.length, seed).to(args.device)
+    xt_all = draw_target(target, max(args.n_target), args.length, seed).to(args.device)
+    heldout = draw_heldout(target, 1000, args.length, seed).to(args.device)
 
     needs_source = any(m in args.methods for m in ("finetuned", "gtl"))
     src_den = None
     if needs_source:
-        src_den = ctx.model(Denoiser, ctx.trunk(args.layers), 1)
-        ctx.timed("source denoiser", train_denoiser, src_den, xs, ctx.train_cfg(args.denoiser_steps, 1),
+        src_den = ctx.model(Denoiser, ctx.trunk(args.layers), ("source denoiser",))
+        ctx.timed("source denoiser", train_denoiser, src_den, xs,
+                  ctx.train_cfg(args.denoiser_steps, ("source denoiser",)),
                   desc=f"source denoiser (seed {seed})", progress=prog)
     planner = None
     if "gtl" in args.methods and args.sampler == "scheduled" and "planner" in args.order:
-        planner = ctx.model(Planner, ctx.trunk(args.ratio_layers), 2)
-        ctx.timed("planner", train_planner, planner, src_den, xs, ctx.train_cfg(args.planner_steps, 2),
+        planner = ctx.model(Planner, ctx.trunk(args.ratio_layers), ("planner",))
+        ctx.timed("planner", train_planner, planner, src_den, xs, ctx.train_cfg(args.planner_steps, ("planner",)),
                   desc="planner", progress=prog)
 
     results: dict = {}
@@ -277,25 +329,25 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
         xt = xt_all[:n]
         res: dict = {}
         if "vanilla" in args.methods:
-            van = ctx.model(Denoiser, ctx.trunk(args.layers), 10 + n)
-            ctx.timed(f"vanilla {n}", train_denoiser, van, xt, ctx.train_cfg(args.vanilla_steps, 10 + n),
+            van = ctx.model(Denoiser, ctx.trunk(args.layers), ("vanilla", n))
+            ctx.timed(f"vanilla {n}", train_denoiser, van, xt, ctx.train_cfg(args.vanilla_steps, ("vanilla", n)),
                       desc=f"vanilla n={n}", progress=prog)
             res["vanilla"] = evaluate(ctx, make_sampler(args, van), xt, f"vanilla {n}")
         if "finetuned" in args.methods:
             ft = copy.deepcopy(src_den)
             ctx.timed(f"finetuned {n}", train_denoiser, ft, xt,
-                      ctx.train_cfg(args.finetune_steps, 20 + n, lr=args.finetune_lr), desc=f"fine-tune n={n}",
+                      ctx.train_cfg(args.finetune_steps, ("finetuned", n), lr=args.finetune_lr), desc=f"fine-tune n={n}",
                       progress=prog)
             res["finetuned"] = evaluate(ctx, make_sampler(args, ft), xt, f"finetuned {n}")
         if "gtl" in args.methods:
             orders = args.order if args.sampler == "scheduled" else [None]
             for loss in args.ratio_loss:
-                ratio = train_ratio(ctx, loss, src_den, xs, xt, 30 + n)
+                ratio = train_ratio(ctx, loss, src_den, xs, xt)
                 diagnostics = {
                     "loss": loss,
-                    "heldout_conditional_nll": conditional_nll(ratio, src_den, heldout, seed=seed),
+                    "heldout_conditional_nll": conditional_nll(ratio, src_den, heldout, seed=key(seed, "heldout nll")),
                     "vs_oracle": mk.ratio_quality(ratio, source, target, heldout.cpu(),
-                                                  generator=torch.Generator().manual_seed(seed)),
+                                                  generator=torch.Generator().manual_seed(key(seed, "ratio quality"))),
                     "params": n_params(ratio),
                 }
                 for order in orders:
@@ -336,7 +388,7 @@ def run_seeds(args, source: mk.MarkovChain, target: mk.MarkovChain) -> list[dict
 @torch.no_grad()
 def denoiser_gap(den, chain: mk.MarkovChain, args, seed: int) -> float:
     """Mean KL(exact posterior || denoiser) over masked positions of fresh noised source sequences (nats)."""
-    gen = torch.Generator().manual_seed(10_000 + seed)
+    gen = torch.Generator().manual_seed(key(seed, "denoiser gap"))
     x0 = chain.sample(1000, args.length, generator=gen)
     t = torch.rand(1000, generator=gen)
     z = torch.where(torch.rand(x0.shape, generator=gen) < t[:, None], torch.full_like(x0, chain.n_states), x0)
@@ -363,7 +415,8 @@ def compare(args) -> dict:
           f"{float(target.trans.diagonal().mean()):.3f}; L = {args.length}; {args.n_source} source sequences; "
           f"{args.samples} samples per cell; sampler {args.sampler}"
           + (f"/{','.join(args.order)}" if args.sampler == "scheduled" else f"/{args.steps} steps"))
-    print(reporting.format_table(agg, len(args.seeds)))
+    paper = reporting.PAPER if is_paper_pair(source, target) else None
+    print(reporting.format_table(agg, len(args.seeds), paper))
     for n, methods in runs[0].items():
         shown = set()
         for m, r in methods.items():
@@ -380,7 +433,7 @@ def compare(args) -> dict:
     print(f"wall time {wall:.1f} s for {len(args.seeds)} seed(s); by phase: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
     mats = {m: {n: torch.stack([r[n][m]["matrix"] for r in runs]).mean(0) for n in runs[0]} for m in runs[0][next(iter(runs[0]))]}
-    out = {"config": vars(args), "paper": reporting.PAPER, "aggregate": agg, "per_seed": per_seed,
+    out = {"config": vars(args), "paper": paper, "aggregate": agg, "per_seed": per_seed,
            "wall_s": wall, "target": target.trans, "source": source.trans}
     reporting.write_json(args.out / "markov.json", out)
     reporting.heatmaps(args.out / "markov.png", mats, target.trans,
@@ -411,16 +464,15 @@ def failure(args) -> dict:
     for name, (src, tgt) in pairs.items():
         fargs = copy.copy(args)
         ctx = Context(fargs, src, tgt, seed, {})
-        gen = torch.Generator().manual_seed(seed)
-        xs = src.sample(args.n_source, args.length, generator=gen).to(args.device)
-        xt = tgt.sample(n, args.length, generator=gen).to(args.device)
-        den = ctx.model(Denoiser, ctx.trunk(args.layers), 1)
-        train_denoiser(den, xs, ctx.train_cfg(args.denoiser_steps, 1), desc=f"source denoiser ({name})",
+        xs = draw_source(src, args.n_source, args.length, seed).to(args.device)
+        xt = draw_target(tgt, n, args.length, seed).to(args.device)
+        den = ctx.model(Denoiser, ctx.trunk(args.layers), ("source denoiser",))
+        train_denoiser(den, xs, ctx.train_cfg(args.denoiser_steps, ("source denoiser",)), desc=f"source denoiser ({name})",
                        progress=not args.no_progress)
         candidate_sets = {"all": ctx.vocab, f"top-{ctx.vocab - 1}": ctx.vocab - 1} if name == "no overlap" else {
             "all": ctx.vocab}
         for loss in args.ratio_loss:
-            ratio = train_ratio(ctx, loss, den, xs, xt, 30)
+            ratio = train_ratio(ctx, loss, den, xs, xt)
             for cand_name, n_ratio in candidate_sets.items():
                 fargs.n_ratio = n_ratio
                 for gamma in args.failure_gammas:
@@ -456,6 +508,9 @@ def run(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.quick:
         apply_quick(args)
+    # Not a terminal (a log, CI): one line per phase instead of the bars' control codes.
+    args.phase_lines = not args.no_progress and not sys.stderr.isatty()
+    args.no_progress = args.no_progress or args.phase_lines
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seeds[0])
     return failure(args) if args.mode == "failure" else compare(args)

@@ -42,20 +42,22 @@ def aggregate(per_seed: list[dict]) -> dict:
     return out
 
 
-def format_table(agg: dict, n_seeds: int) -> str:
-    """A plain-text table: measured mean (± std over seeds) next to the paper's values."""
+def format_table(agg: dict, n_seeds: int, paper: dict | None = None) -> str:
+    """A plain-text table of the measured means (± std over seeds); with ``paper`` (:data:`PAPER`, given only for the
+    paper's own chain pair) its values are printed next to them."""
     spread = f" (± std over {n_seeds} seeds)" if n_seeds > 1 else ""
+    pcol = lambda v: f" {v:>6}" if paper is not None else ""  # noqa: E731
     lines = [
-        f"{'n':>6} {'method':<20} {'mean diag' + spread:>26} {'paper':>6} {'MAE':>17} {'paper':>6} "
+        f"{'n':>6} {'method':<20} {'mean diag' + spread:>26}{pcol('paper')} {'MAE':>17}{pcol('paper')} "
         f"{'row KL':>16} {'2-step MAE':>11} {'copies':>7}",
     ]
     for n, methods in agg.items():
         for method, m in methods.items():
-            paper = PAPER.get(int(n), {}).get(paper_key(method))
-            pd, pm = (f"{paper[0]:.3f}", f"{paper[1]:.3f}") if paper else ("-", "-")
+            ref = (paper or {}).get(int(n), {}).get(paper_key(method))
+            pd, pm = (f"{ref[0]:.3f}", f"{ref[1]:.3f}") if ref else ("-", "-")
             lines.append(
-                f"{n:>6} {method:<20} {m['mean_diag'][0]:>18.3f} ± {m['mean_diag'][1]:.3f} {pd:>6} "
-                f"{m['mae'][0]:>9.3f} ± {m['mae'][1]:.3f} {pm:>6} {m['row_kl'][0]:>8.3f} ± {m['row_kl'][1]:.3f} "
+                f"{n:>6} {method:<20} {m['mean_diag'][0]:>18.3f} ± {m['mean_diag'][1]:.3f}{pcol(pd)} "
+                f"{m['mae'][0]:>9.3f} ± {m['mae'][1]:.3f}{pcol(pm)} {m['row_kl'][0]:>8.3f} ± {m['row_kl'][1]:.3f} "
                 f"{m['mae_2step'][0]:>11.3f} {m['copy_rate'][0]:>7.2f}"
             )
     return "\n".join(lines)

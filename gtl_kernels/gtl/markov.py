@@ -72,21 +72,36 @@ class MarkovChain:
         return MarkovChain(init, trans)
 
 
-def load_matrix(path: str | Path) -> torch.Tensor:
-    """A transition matrix from ``.npy``, ``.json`` (a list of rows, or ``{"trans": ...}``) or whitespace/comma
-    separated text. Rows are renormalized to sum to 1 (so counts are accepted too)."""
+def load_matrix(path: str | Path, n_states: int | None = None) -> torch.Tensor:
+    """A transition matrix (float64 ``[S, S]``) from ``.npy``, ``.json`` (a list of rows, or ``{"trans": ...}``) or
+    whitespace/comma separated text.
+
+    Raises ``ValueError`` naming the file (and the row, where one is at fault) unless the matrix is square, finite,
+    non-negative, every row sums to 1 within 1e-6, and (when ``n_states`` is given) it has ``n_states`` rows."""
     path = Path(path)
-    if path.suffix == ".npy":
-        m = np.load(path)
-    elif path.suffix == ".json":
-        obj = json.loads(path.read_text())
-        m = np.asarray(obj["trans"] if isinstance(obj, dict) else obj, dtype=np.float64)
-    else:
-        m = np.loadtxt(path, delimiter="," if "," in path.read_text() else None)
-    m = torch.as_tensor(np.asarray(m, dtype=np.float64))
-    if m.dim() != 2 or m.shape[0] != m.shape[1]:
+    try:
+        if path.suffix == ".npy":
+            m = np.load(path)
+        elif path.suffix == ".json":
+            obj = json.loads(path.read_text())
+            m = obj["trans"] if isinstance(obj, dict) else obj
+        else:
+            m = np.loadtxt(path, delimiter="," if "," in path.read_text() else None, ndmin=2)
+        m = np.asarray(m, dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: cannot read a matrix ({e})") from e
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"{path}: expected a square matrix, got shape {tuple(m.shape)}")
-    return m / m.sum(1, keepdim=True)
+    if n_states is not None and m.shape[0] != n_states:
+        raise ValueError(f"{path}: a {m.shape[0]}-state matrix, but --states is {n_states}")
+    for i, row in enumerate(m):
+        if not np.isfinite(row).all():
+            raise ValueError(f"{path}: row {i} has a non-finite entry: {row.tolist()}")
+        if (row < 0).any():
+            raise ValueError(f"{path}: row {i} has a negative entry: {row.tolist()}")
+        if abs(row.sum() - 1) > 1e-6:
+            raise ValueError(f"{path}: row {i} sums to {row.sum():.9g}, not 1 (within 1e-6): {row.tolist()}")
+    return torch.as_tensor(m)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
