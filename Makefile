@@ -12,10 +12,10 @@ export CUDA_HOME ?= /usr/local/cuda
 # Pinned: torch only when none is importable (a CUDA build already present is kept); Triton as on the GPU machines,
 # and numpy below 2.4, which the Triton interpreter needs.
 TORCH_PIN := torch==2.13.0
-DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark pybind11 ninja "setuptools>=64" wheel
+DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark hypothesis pybind11 ninja "setuptools>=64" wheel
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/include/gtl/*)
 
-.PHONY: setup test test-fast demo bench bench-smoke perf-doc nvcc-check clean
+.PHONY: setup test test-fast test-slow fuzz demo bench bench-smoke perf-doc nvcc-check clean
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -36,6 +36,18 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest tests -q -m "not slow"
+
+# only the slow tests (deep tail, N * V >= 2**31 elements: about 5 GB of memory)
+test-slow: setup
+	$(PY) -m pytest tests -q -m slow
+
+# the deeper, randomized property-based run: FUZZ_EXAMPLES examples per op and backend (the CI run uses a fixed set
+# of 400); the counts go to results/fuzz.json, findings to docs/RELIABILITY.md
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	mkdir -p results
+	GTL_FUZZ_RANDOM=1 GTL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) GTL_FUZZ_INTERPRETED_EXAMPLES=40 \
+		GTL_FUZZ_REPORT=results/fuzz.json $(PY) -m pytest tests/test_fuzz.py tests/test_fuzz_regressions.py -q
 
 # the kernels on a small guided distribution, then the GTL Markov-chain experiment (the default run: 3 seeds,
 # about 3 minutes on 2 cores; `.venv/bin/gtl-markov --quick` is a 20-second smoke run)

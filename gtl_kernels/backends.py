@@ -9,6 +9,12 @@ Selection, per call: the ``backend=`` argument, else the ``GTL_KERNELS_BACKEND``
 backend that ``auto_table.json`` names for the call's device type, op and row class when it can run (the table is
 made from benchmark runs by ``gtl_kernels.bench.auto_table``, never by hand), else the highest-priority backend that
 can; the ``torch`` reference always can.
+
+Self-check: the first time ``auto`` would pick a backend registered with ``self_check=True`` (the native GPU backends
+``cuda`` and ``triton``) on a device, it runs each op once on a small fixed input against the reference
+(``self_check.py``, milliseconds after compilation), caches the verdict for the process and device, and, if the check
+fails, warns once naming the op and the mismatch and takes the next backend. ``GTL_KERNELS_SELF_CHECK=0`` disables
+it. An explicitly requested backend is never self-checked.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import functools
 import importlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +33,7 @@ import torch
 from . import _library
 
 ENV_VAR = "GTL_KERNELS_BACKEND"
+SELF_CHECK_ENV_VAR = "GTL_KERNELS_SELF_CHECK"
 AUTO_TABLE = Path(__file__).with_name("auto_table.json")
 SMALL_ROWS = 64  # at most this many rows: latency-bound launches (split rows on the GPU backends)
 
@@ -65,6 +73,7 @@ class _Backend:
     module: str  # importing it registers the ops (or raises with the reason)
     op_suffix: str  # the op `x` of this backend is torch.ops.gtl.<x><op_suffix>
     dispatch_key: Callable[[str], str | None] = lambda device_type: None  # native ops: kernel must exist for key
+    self_check: bool = False  # auto checks it against the reference once per process and device before using it
     _status: tuple[bool, str] | None = None
 
     def status(self) -> tuple[bool, str]:
@@ -113,10 +122,50 @@ def register_backend(
     module: str,
     op_suffix: str,
     dispatch_key: Callable[[str], str | None] | None = None,
+    self_check: bool = False,
 ) -> None:
-    """Add a backend to the registry (a later registration under the same name replaces the earlier one)."""
+    """Add a backend to the registry (a later registration under the same name replaces the earlier one and its
+    cached self-check verdicts)."""
     kwargs = {} if dispatch_key is None else {"dispatch_key": dispatch_key}
-    _REGISTRY[name] = _Backend(name, priority, device_types, module, op_suffix, **kwargs)
+    _REGISTRY[name] = _Backend(name, priority, device_types, module, op_suffix, self_check=self_check, **kwargs)
+    for key in [k for k in _SELF_CHECK_VERDICTS if k[0] == name]:
+        del _SELF_CHECK_VERDICTS[key]
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a backend from the registry (tests that inject a backend clean up with it)."""
+    _REGISTRY.pop(name, None)
+    for key in [k for k in _SELF_CHECK_VERDICTS if k[0] == name]:
+        del _SELF_CHECK_VERDICTS[key]
+
+
+# (backend name, device) -> None when the self-check passed, else the failure; one entry per process and device
+_SELF_CHECK_VERDICTS: dict[tuple[str, str], str | None] = {}
+
+
+def self_check_failure(name: str, device: torch.device) -> str | None:
+    """The cached self-check verdict of backend ``name`` on ``device`` (running the check the first time): ``None``
+    when it passed, was disabled (``GTL_KERNELS_SELF_CHECK=0``) or does not apply to the backend, else the first
+    mismatch. A failure warns once, when it is found."""
+    backend = _REGISTRY[name]
+    if not backend.self_check or os.environ.get(SELF_CHECK_ENV_VAR, "1") == "0":
+        return None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = (name, str(device))
+    if key not in _SELF_CHECK_VERDICTS:
+        from . import self_check
+
+        failure = self_check.run(backend.op, device)
+        _SELF_CHECK_VERDICTS[key] = failure
+        if failure is not None:
+            warnings.warn(
+                f"gtl_kernels: backend {name!r} failed its self-check on {device} ({failure}); 'auto' uses the next "
+                f"backend on this device. Set {SELF_CHECK_ENV_VAR}=0 to skip the check.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return _SELF_CHECK_VERDICTS[key]
 
 
 register_backend("torch", priority=0, device_types=(), module="gtl_kernels._library", op_suffix="_torch")
@@ -134,6 +183,7 @@ register_backend(
     device_types=_triton_device_types(),
     module="gtl_kernels.triton",
     op_suffix="_triton",
+    self_check=True,
 )
 register_backend(
     "cuda",
@@ -142,6 +192,7 @@ register_backend(
     module="gtl_kernels._native_cuda",
     op_suffix="",
     dispatch_key=lambda device_type: "CUDA",
+    self_check=True,
 )
 
 
@@ -160,15 +211,22 @@ def select(op: str, device: torch.device, requested: str | None = None, rows=Non
 
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` when an explicitly requested backend cannot run.
     """
-    name = _choose(op, device.type, requested or os.environ.get(ENV_VAR) or "auto", row_class(rows))
+    index = -1 if device.index is None else device.index
+    name = _choose(op, device.type, requested or os.environ.get(ENV_VAR) or "auto", row_class(rows), index)
     return _REGISTRY[name].op(op)
 
 
+def _usable(b: _Backend, op: str, device: torch.device) -> bool:
+    """``auto``'s test: the backend can run the call and passed its self-check on the device (if it has one)."""
+    return b.cannot_run(op, device) is None and self_check_failure(b.name, device) is None
+
+
 @torch.compiler.assume_constant_result
-def _choose(op: str, device_type: str, name: str, rows_class: str = "any") -> str:
-    """The backend name for ``op`` on ``device_type``. Under ``torch.compile`` it runs once at trace time and its
-    result is a constant of the graph (the checks call into the dispatcher, which cannot be traced)."""
-    device = torch.device(device_type)
+def _choose(op: str, device_type: str, name: str, rows_class: str = "any", device_index: int = -1) -> str:
+    """The backend name for ``op`` on ``device_type`` (device ``device_index``, -1: unspecified). Under
+    ``torch.compile`` it runs once at trace time and its result is a constant of the graph (the checks call into the
+    dispatcher, which cannot be traced)."""
+    device = torch.device(device_type) if device_index < 0 else torch.device(device_type, device_index)
     if name != "auto":
         if name not in _REGISTRY:
             raise ValueError(f"backend must be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}")
@@ -177,9 +235,9 @@ def _choose(op: str, device_type: str, name: str, rows_class: str = "any") -> st
             raise RuntimeError(f"cannot run gtl_kernels.{op}: {reason}")
         return name
     measured = _auto_choices().get(device_type, {}).get(op, {}).get(rows_class)
-    if measured in _REGISTRY and _REGISTRY[measured].cannot_run(op, device) is None:
+    if measured in _REGISTRY and _usable(_REGISTRY[measured], op, device):
         return measured
     for b in sorted(_REGISTRY.values(), key=lambda b: -b.priority):
-        if b.cannot_run(op, device) is None:
+        if _usable(b, op, device):
             return b.name
     raise RuntimeError(f"no backend can run gtl_kernels.{op} on {device}")  # unreachable: torch runs anywhere
