@@ -12,7 +12,10 @@ export CUDA_HOME ?= /usr/local/cuda
 # Pinned: torch only when none is importable (a CUDA build already present is kept); Triton as on the GPU machines,
 # and numpy below 2.4, which the Triton interpreter needs.
 TORCH_PIN := torch==2.13.0
-DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark hypothesis pybind11 ninja "setuptools>=64" wheel
+# The runtime dependencies, the test and bench extras (scipy, pytest, pytest-benchmark, hypothesis), the build
+# tools, and `build` for scripts/sdist_check.sh.
+DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark hypothesis pybind11 ninja \
+	"setuptools>=64" wheel build
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/include/gtl/*)
 
 .PHONY: setup test test-fast test-slow fuzz demo bench bench-smoke perf-doc nvcc-check clean

@@ -14,4 +14,16 @@ __all__ = [
     "sample",
     "topk_log_softmax",
 ]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version; a source tree on ``sys.path`` that was never installed has none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gtl_kernels")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version()

@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 import gtl_kernels
+from gtl_kernels import reference
 
 ALPHA = 1e-6  # false-failure probability of each statistical assertion
 
@@ -20,13 +21,21 @@ def random_logits(n, v, dtype=torch.float32, device="cpu", scale=3.0, seed=0):
     return (torch.randn(n, v, generator=g, dtype=torch.float64) * scale).to(dtype).to(device)
 
 
+def oracle_scores(logits, bias=None, gamma=1.0, temperature=1.0):
+    """The reference's float64 scores ``(logits + gamma * bias) / T``, ``[N, V]`` on the logits' device, as the
+    backends see them: inputs rounded to their dtype, ``gamma`` and ``temperature`` (scalars or ``[N]``) to float32.
+    ``T == 0`` rows are left unscaled (the reference's convention)."""
+    n, device = logits.shape[0], logits.device
+    gamma = torch.as_tensor(gamma, dtype=torch.float32, device=device).reshape(-1).expand(n)
+    temperature = torch.as_tensor(temperature, dtype=torch.float32, device=device).reshape(-1).expand(n)
+    s, _ = reference._tempered(reference.guided_scores(logits, bias, gamma), temperature, greedy_limit=False)
+    return s
+
+
 def oracle_probs(logits, bias=None, gamma=1.0, temperature=1.0, top_k=0, exclude=None):
     """The target distribution of KERNEL_SPEC §1/§3 in float64 numpy, ``[N, V]``, from the scores as the backend
-    sees them (inputs rounded to their dtype, gamma and temperature rounded to float32)."""
-    z = logits.double().cpu()
-    if bias is not None:
-        z = z + torch.tensor(gamma, dtype=torch.float32).double() * bias.double().cpu()
-    s = z / torch.tensor(temperature, dtype=torch.float32).double()
+    sees them (:func:`oracle_scores`)."""
+    s = oracle_scores(logits.cpu(), None if bias is None else bias.cpu(), gamma, temperature)
     if exclude is not None:
         s[:, exclude] = -math.inf
     if top_k:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -136,3 +137,35 @@ def test_e2e_steps_time_the_models_inside_them():
     rows = e2e.run_e2e("cpu", ["torch", "pytorch"], "tiny", repeats=1)
     assert {r["step"] for r in rows} == {"ancestral", "guided", "scheduled"}
     assert all(r["status"] == "ok" and r["step_s"] >= r["forward_s"] > 0 for r in rows), rows
+
+
+def test_presets_put_their_flags_first_and_later_flags_win():
+    from gtl_kernels.bench import presets
+
+    name, argv = presets.expand(["--json", "x.json", "--preset", "cpu-ratios", "--shapes", "8x300"])
+    assert name == "cpu-ratios"
+    assert argv[: len(presets.PRESETS["cpu-ratios"])] == presets.PRESETS["cpu-ratios"]
+    args = cli.parser().parse_args(argv)
+    assert args.shapes == "8x300" and args.interleave and args.json.name == "x.json"
+    assert "amax" in args.baselines.split(",")
+    assert presets.expand(["--quick"]) == (None, ["--quick"])
+    with pytest.raises(SystemExit, match="unknown preset"):
+        presets.expand(["--preset", "nope"])
+
+
+def test_interleaved_run_reports_the_streaming_read_floor_and_per_round_ratios(tmp_path):
+    out = tmp_path / "b.json"
+    assert cli.main(["--preset", "cpu-ratios", "--ops", "sample,confidence", "--shapes", "8x3000", "--dtypes", "bf16",
+                     "--kinds", "max_prob", "--backends", "torch", "--threads", "1", "--min-time", "0.01",
+                     "--max-runs", "5", "--no-progress", "--no-png", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["interleave"] is True
+    for case in doc["cases"]:
+        res = {r["impl"]: r for r in case["results"]}
+        amax, torch_ = res["amax"], res["torch"]
+        assert amax["method"] == "wall, interleaved" and len(amax["samples_s"]) == amax["runs"] >= 3
+        assert amax["gbps"] == pytest.approx(case["n"] * case["v"] * 2 / amax["time_s"] / 1e9)
+        assert torch_["elems_per_s"] == pytest.approx(case["n"] * case["v"] / torch_["time_s"])
+        if "samples_s" in torch_:  # the reference is timed by its checked call alone when that call was slow
+            want = statistics.median(a / b for a, b in zip(torch_["samples_s"], amax["samples_s"]))
+            assert torch_["ratio"]["amax"] == pytest.approx(want)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from helpers import random_logits
+from helpers import oracle_scores, random_logits
 
 import gtl_kernels
 
@@ -13,11 +13,8 @@ ATOL, RTOL = 3e-5, 2e-6
 
 
 def _oracle(logits, bias=None, gamma=1.0, temperature=1.0):
-    z = logits.double()
-    if bias is not None:
-        z = z + torch.as_tensor(gamma, dtype=torch.float32, device=z.device).double().reshape(-1, 1) * bias.double()
-    t = torch.as_tensor(temperature, dtype=torch.float32, device=z.device).double().reshape(-1, 1)
-    return torch.log_softmax(z / t, dim=-1)
+    """float64 log-softmax of the reference's guided scores (finite rows, ``T > 0``)."""
+    return torch.log_softmax(oracle_scores(logits, bias, gamma, temperature), dim=-1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

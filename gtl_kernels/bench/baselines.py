@@ -1,6 +1,9 @@
 """Baselines measured in the same run, on the same inputs, as every backend (KERNEL_SPEC §8).
 
-* ``argmax``: ``torch.argmax`` over the same logits, the one-read floor; every goal is a ratio to it.
+* ``argmax``: ``torch.argmax`` over the same logits, the historical floor of the goals (on the CPU far slower than
+  one read: PyTorch's argmax runs a scalar loop, and its bf16 path converts element by element).
+* ``amax``: ``torch.amax`` over the same logits, same dtype: a streaming read of the logits (vectorized, no index
+  bookkeeping), the true floor of every op that reads them once; the CPU goals are ratios to it.
 * ``log_softmax``: ``torch.log_softmax`` of the logits to fp32, the floor of ``guided_log_softmax`` (it writes
   ``[N, V]`` too).
 * ``copy``: a copy of the logits into a preallocated tensor; its bandwidth (bytes read + written) is the memory
@@ -137,6 +140,10 @@ def _argmax(case: Case, inp: Inputs):
     return lambda: torch.argmax(inp.logits, dim=-1)
 
 
+def _amax(case: Case, inp: Inputs):
+    return lambda: torch.amax(inp.logits, dim=-1)
+
+
 def _log_softmax(case: Case, inp: Inputs):
     return lambda: torch.log_softmax(inp.logits, dim=-1, dtype=torch.float32)
 
@@ -229,6 +236,7 @@ BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in (
         Baseline("argmax", OPS, _argmax, None),
+        Baseline("amax", OPS, _amax, None),
         Baseline("log_softmax", ("guided_log_softmax",), _log_softmax, None, temp_bytes=4),
         Baseline("copy", OPS, _copy, None, temp_bytes=4),
         Baseline("pytorch", OPS, _pytorch, "reference", temp_bytes=24),

@@ -19,6 +19,7 @@ from typing import Iterable
 import torch
 
 import gtl_kernels as gk
+from gtl_kernels import reference
 
 OPS = ("guided_log_softmax", "sample", "masked_transition", "topk_log_softmax", "confidence")
 SAMPLING_OPS = ("sample", "masked_transition")
@@ -311,11 +312,10 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str, atol: float, rtol: float
 
 
 def _guided_scores(inp: Inputs, rows: int) -> torch.Tensor:
-    """float64 ``logits + gamma * bias`` of the first ``rows`` rows (on the CPU)."""
-    z = inp.logits[:rows].double().cpu()
-    if inp.bias is not None:
-        z = z + inp.gamma * inp.bias[:rows].double().cpu()
-    return z
+    """The reference's float64 ``logits + gamma * bias`` of the first ``rows`` rows (on the CPU)."""
+    bias = None if inp.bias is None else inp.bias[:rows].cpu()
+    gamma = torch.full((rows,), inp.gamma, dtype=torch.float32)
+    return reference.guided_scores(inp.logits[:rows].cpu(), bias, gamma)
 
 
 def _ids_agreement(ids: torch.Tensor, ref_ids: torch.Tensor, z: torch.Tensor, what: str) -> float:

@@ -7,6 +7,7 @@ Examples::
     gtl-bench --ops sample --shapes 8192x128256 --dtypes bf16 --backends triton,cuda
     gtl-bench --json results/bench.json --markdown docs/PERF.md
     gtl-bench --from-json results/bench.json --markdown docs/PERF.md   # regenerate reports without measuring
+    gtl-bench --preset cpu-ratios               # named runs (presets.py): cpu-ratios, gpu-quick, triton-sweep
 
 Exit status 1 when an implementation failed its correctness check or raised an error.
 """
@@ -23,6 +24,7 @@ import torch
 
 from . import baselines as bl
 from . import cases as cs
+from . import presets
 from . import report
 from .runner import BASELINE_ORDER, RunConfig, run, select_backends
 
@@ -44,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gtl-bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--preset", choices=tuple(presets.PRESETS),
+                   help="a named run (gtl_kernels/bench/presets.py); flags after it override its own")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     p.add_argument("--set", dest="case_set", default="default", choices=("default", "quick", "smoke"),
                    help="case set of the device (shapes, dtypes); flags below override parts of it")
@@ -78,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-check", action="store_true", help="skip the correctness checks")
+    p.add_argument("--interleave", action="store_true",
+                   help="time a case's implementations round-robin; ratios are medians of per-round ratios (CPU)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--list", action="store_true", help="print the cases and implementations, measure nothing")
     return p
@@ -143,6 +149,7 @@ def measure(args, argv: list[str]) -> dict:
         seed=args.seed,
         progress=not args.no_progress,
         command=" ".join(["gtl-bench", *map(shlex.quote, argv)]),
+        interleave=args.interleave,
     )
     for name, why in skipped.items():
         print(f"gtl-bench: backend {name} skipped: {why}", file=sys.stderr)
@@ -177,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return compat_main([a for a in argv if a != "--compat"])
     argv = list(sys.argv[1:] if argv is None else argv)
+    preset, argv = presets.expand(argv)
+    if preset == "triton-sweep":
+        return presets.triton_sweep()
     args = parser().parse_args(argv)
     if args.from_json:
         doc = json.loads(args.from_json.read_text())

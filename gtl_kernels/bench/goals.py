@@ -1,6 +1,8 @@
 """The performance goals of the issues, as checks on one measured result.
 
-CPU (issue 3, 2-core machine): time / ``torch.argmax`` time on the same logits, or / ``torch.log_softmax`` time.
+CPU (issue 3, 2-core machine): time / ``torch.argmax`` time on the same logits, or / ``torch.log_softmax`` time;
+and (issue 17) against the streaming-read floor: time / ``torch.amax`` time (one read of the logits, same dtype),
+over two reads with a dense bias, and ``guided_log_softmax`` over a copy of the logits (read + write).
 GPU (issues 4 and 8): time / argmax at large N, fraction of the measured copy bandwidth, speed-up over the PyTorch
 step with float64 noise and over its ``torch.compile``, and an absolute time for one row of a 128k vocabulary.
 A goal is evaluated for the fastest non-reference backend of a case.
@@ -29,6 +31,12 @@ def _speedup(base: str):
     return lambda r: (1.0 / r["ratio"][base]) if base in r.get("ratio", {}) else None
 
 
+def _two_reads(r: dict) -> float | None:
+    """Time over two streaming reads (logits and a bias of the same size): half the ratio to one ``amax``."""
+    x = r.get("ratio", {}).get("amax")
+    return None if x is None else x / 2
+
+
 def _is(op=None, bias=None, kind=None, min_n=None, n=None, v=None):
     def f(c: dict) -> bool:
         return (
@@ -51,6 +59,11 @@ GOALS: dict[str, list[Goal]] = {
         Goal("<= 1.0x log_softmax", _is("guided_log_softmax", bias=False), _ratio("log_softmax"), lambda x: x <= 1.0),
         Goal("<= 1.5x argmax", _is("confidence", bias=False), _ratio("argmax"), lambda x: x <= 1.5),
         Goal("<= 3.0x argmax", _is("topk_log_softmax", bias=False), _ratio("argmax"), lambda x: x <= 3.0),
+        # Against the streaming read of the logits (torch.amax, same dtype): the true floor of one read.
+        Goal("<= 1.5x amax", _is(SAMPLING + ("confidence",), bias=False), _ratio("amax"), lambda x: x <= 1.5),
+        Goal("<= 1.5x two reads", _is(SAMPLING + ("confidence",), bias=True), _two_reads, lambda x: x <= 1.5),
+        Goal("<= 1.2x copy", _is("guided_log_softmax", bias=False), _ratio("copy"), lambda x: x <= 1.2),
+        Goal("<= 3.0x amax", _is("topk_log_softmax", bias=False), _ratio("amax"), lambda x: x <= 3.0),
     ],
     "cuda": [
         Goal("<= 1.15x argmax", _is(SAMPLING, bias=False, min_n=8192), _ratio("argmax"), lambda x: x <= 1.15),

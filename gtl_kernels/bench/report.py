@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import goals as goals_mod
 
+FLOORS = ("argmax", "amax")  # reported as times; every other implementation as a multiple of argmax
 OP_ORDER = ("sample", "masked_transition", "guided_log_softmax", "confidence", "topk_log_softmax")
 PERF_TITLE = "# Performance"
 PERF_PREAMBLE = (
@@ -61,7 +62,7 @@ def _cell_short(r: dict | None) -> str:
         return ""
     if r["status"] != "ok":
         return {"skipped": "skip", "failed": "FAIL", "error": "ERR"}.get(r["status"], r["status"])
-    if r["impl"] == "argmax":
+    if r["impl"] in FLOORS:
         return fmt_time(r["time_s"])
     return fmt_ratio(r.get("ratio", {}).get("argmax"))
 
@@ -73,17 +74,22 @@ def text_table(doc: dict) -> str:
         return "(no cases)"
     cols = impl_columns(cases)
     width = max(len(c["label"]) for c in cases)
-    head = f"{'case':<{width}}  " + "  ".join(f"{c:>11}" for c in cols) + "  best GB/s"
+    head = f"{'case':<{width}}  " + "  ".join(f"{c:>11}" for c in cols) + "  best: x amax, GB/s, Gelem/s"
     lines = [head, "-" * len(head)]
     for c in cases:
         cells = "  ".join(f"{_cell_short(_result(c, col)):>11}" for col in cols)
         best = goals_mod.best_backend(c) or _result(c, "torch")
-        gbps = f"{best['gbps']:.3g} ({best['impl']})" if best and best.get("gbps") else ""
+        gbps = ""
+        if best and best.get("gbps"):
+            gbps = (f"{fmt_ratio(best.get('ratio', {}).get('amax')):>6} {best['gbps']:6.3g} "
+                    f"{best.get('elems_per_s', 0) / 1e9:6.3g} ({best['impl']})")
         lines.append(f"{c['label']:<{width}}  {cells}  {gbps}")
     problems = [(c["label"], r) for c in cases for r in c["results"] if r["status"] in ("failed", "error")]
     for label, r in problems:
         lines.append(f"{r['status'].upper()}: {label} | {r['impl']}: {r.get('reason', '')}")
-    lines.append("cells: time / torch.argmax time on the same logits in the same run (argmax column: its time)")
+    lines.append("cells: time / torch.argmax time on the same logits in the same run (argmax and amax columns: their "
+                 "time); best: the fastest backend's time / torch.amax time (one streaming read), bytes and logits "
+                 "elements per second")
     return "\n".join(lines)
 
 
@@ -97,7 +103,7 @@ def _md_cell(r: dict | None) -> str:
         return ""
     if r["status"] != "ok":
         return r["status"]
-    if r["impl"] == "argmax":
+    if r["impl"] in FLOORS:
         return fmt_time(r["time_s"])
     return f"{fmt_time(r['time_s'])} ({fmt_ratio(r.get('ratio', {}).get('argmax'))})"
 
@@ -144,7 +150,7 @@ def _op_section(device_type: str, op: str, cases: list[dict]) -> list[str]:
     variant = any(_variant(c) for c in cases)
     has_best = any(goals_mod.best_backend(c) for c in cases)  # only the reference measured: no such columns
     header = ["N", "V", "dtype", "bias"] + (["variant"] if variant else []) + cols
-    header += ["best GB/s (% copy)", "goal"] if has_best else []
+    header += ["best GB/s (% copy), Gelem/s", "goal"] if has_best else []
     rows = []
     for c in cases:
         best = goals_mod.best_backend(c)
@@ -152,6 +158,7 @@ def _op_section(device_type: str, op: str, cases: list[dict]) -> list[str]:
         if best and best.get("gbps"):
             gb = f"{best['gbps']:.3g} ({best['impl']}" + (
                 f", {best['bw_fraction']:.0%})" if best.get("bw_fraction") else ")")
+            gb += f", {best['elems_per_s'] / 1e9:.3g}" if best.get("elems_per_s") else ""
         goal_text = "; ".join(f"{t}: {v} {'✓' if ok else '✗'}" for t, v, ok in
                               (goals_mod.evaluate(device_type, c, best) if best else []))
         row = [str(c["n"]), str(c["v"]), c["dtype"], "dense" if c["bias"] else "—"]

@@ -21,6 +21,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,8 @@ from .timing import measure, time_once
 
 SCHEMA = "gtl-bench/1"
 # Ratios reported for every result, to these implementations of the same case (when measured).
-RATIO_TO = ("argmax", "log_softmax", "copy", "torch", "pytorch", "pytorch-fp64", "compile")
-BASELINE_ORDER = ("argmax", "log_softmax", "copy", "pytorch", "pytorch-fp64", "multinomial", "compile", "flashinfer")
+RATIO_TO = ("argmax", "amax", "log_softmax", "copy", "torch", "pytorch", "pytorch-fp64", "compile")
+BASELINE_ORDER = ("argmax", "amax", "log_softmax", "copy", "pytorch", "pytorch-fp64", "multinomial", "compile", "flashinfer")
 # Bytes of temporaries per logits element of the float64 reference (scores, tempered scores, padded copy, ...).
 REFERENCE_TEMP_BYTES = 48
 
@@ -58,6 +59,7 @@ class RunConfig:
     seed: int = 0
     progress: bool = True
     command: str = ""
+    interleave: bool = False  # time a case's implementations round-robin (see run_case_interleaved)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -213,7 +215,7 @@ def impls_for(case: Case, config: RunConfig) -> list[Impl]:
         if name not in bl.BASELINES or not bl.applies(name, case, config.device.type, config.compile_ops):
             continue
         b = bl.BASELINES[name]
-        if name in ("argmax", "log_softmax", "copy"):
+        if name in ("argmax", "amax", "log_softmax", "copy"):
             floors.append(Impl(name, "bandwidth" if name == "copy" else "floor", None, temp_bytes=b.temp_bytes))
         else:
             baselines.append(Impl(name, "baseline", bl.check_mode(name, case), b.optional, b.warm_call, b.temp_bytes))
@@ -312,17 +314,57 @@ def run_impl(impl: Impl, case: Case, inp: Inputs, ref: Reference, config: RunCon
     return rec | {"time_s": t.median_s, "runs": t.runs, "min_s": t.min_s, "method": t.method}
 
 
+def run_case_interleaved(impls: list[Impl], case: Case, inp: Inputs, ref: Reference, config: RunConfig,
+                         tick=None) -> list[dict]:
+    """Check every implementation of a case, then time them round-robin: each repetition calls every one once, back
+    to back, so load from other processes hits all of them alike and the per-repetition ratios (see
+    :func:`add_ratios`) cancel most of it. An implementation whose checked call took ``slow_s`` or more is timed by
+    that call alone. Repetitions: at least 3, at most ``max_runs``, until ``min_time`` per implementation was spent."""
+    prepared = []
+    for impl in impls:
+        prepared.append(prepare_impl(impl, case, inp, ref, config))
+        if tick is not None:
+            tick(impl)
+    live = []
+    for rec, fn, first_s in prepared:
+        if rec["status"] != "ok":
+            continue
+        if first_s >= config.slow_s:
+            rec.update(time_s=first_s, runs=1, min_s=first_s, method="wall")
+        else:
+            live.append((rec, fn))
+    samples: dict[int, list[float]] = {id(rec): [] for rec, _ in live}
+    spent, reps = 0.0, 0
+    while live and reps < config.max_runs and (reps < 3 or spent < config.min_time * len(live)):
+        for rec, fn in list(live):
+            try:
+                dt = time_once(fn, config.device)[1]
+            except Exception as exc:
+                rec.update(status="skipped" if _is_oom(exc) else "error", reason=_short(exc))
+                live.remove((rec, fn))
+                continue
+            samples[id(rec)].append(dt)
+            spent += dt
+        reps += 1
+    for rec, _ in live:
+        times = samples[id(rec)]
+        rec.update(time_s=statistics.median(times), runs=len(times), min_s=min(times), method="wall, interleaved",
+                   samples_s=times)
+    return [rec for rec, _, _ in prepared]
+
+
 def derived(case: Case, impl: str, t: float, times: dict[str, float], logits_bytes: int) -> dict:
     """Effective bandwidth (GB/s), ratios ``t / times[base]`` to the other implementations of the case, and the
     fraction of the copy bandwidth (the copy moves the logits twice: read and write)."""
     copy_gbps = 2 * logits_bytes / times["copy"] / 1e9 if times.get("copy") else None
     if impl == "copy":
         gbps = 2 * logits_bytes / t / 1e9
-    elif impl == "argmax":
+    elif impl in ("argmax", "amax"):
         gbps = logits_bytes / t / 1e9
     else:
         gbps = case.bytes_moved() / t / 1e9
-    out = {"gbps": gbps, "ratio": {b: t / times[b] for b in RATIO_TO if times.get(b) and b != impl}}
+    out = {"gbps": gbps, "elems_per_s": case.n * case.v / t,
+           "ratio": {b: t / times[b] for b in RATIO_TO if times.get(b) and b != impl}}
     if copy_gbps and impl != "copy":
         out["bw_fraction"] = gbps / copy_gbps
     return out
@@ -331,9 +373,16 @@ def derived(case: Case, impl: str, t: float, times: dict[str, float], logits_byt
 def add_ratios(case: Case, results: list[dict], logits_bytes: int) -> None:
     """:func:`derived` numbers for every timed result of a case (in place)."""
     times = {r["impl"]: r["time_s"] for r in results if r.get("time_s")}
+    samples = {r["impl"]: r["samples_s"] for r in results if r.get("samples_s")}
     for r in results:
         if r.get("time_s"):
             r.update(derived(case, r["impl"], r["time_s"], times, logits_bytes))
+            # Interleaved runs: the median of the per-repetition ratios (both sides of each ratio saw the same load).
+            mine = samples.get(r["impl"])
+            for base in r["ratio"]:
+                other = samples.get(base)
+                if mine and other and len(mine) == len(other):
+                    r["ratio"][base] = statistics.median(a / b for a, b in zip(mine, other))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -355,6 +404,7 @@ def settings(config: RunConfig) -> dict:
         "max_runs": config.max_runs,
         "slow_s": config.slow_s,
         "seed": config.seed,
+        "interleave": config.interleave,
     }
 
 
@@ -386,7 +436,10 @@ def run(config: RunConfig, skipped_backends: dict[str, str] | None = None) -> di
                 inp.bias = bias if case.bias else None
                 ref = Reference(case, inp)
                 results = []
-                for impl in impls_of[case]:
+                if config.interleave:
+                    tick = None if bar is None else lambda impl: bar.update(1)
+                    results = run_case_interleaved(impls_of[case], case, inp, ref, config, tick)
+                for impl in impls_of[case] if not config.interleave else ():
                     if bar is not None:
                         bar.set_postfix_str(f"{case.label} | {impl.name}", refresh=False)
                     results.append(run_impl(impl, case, inp, ref, config))
