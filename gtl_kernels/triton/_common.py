@@ -19,6 +19,9 @@ import triton.language as tl
 
 CHUNK = 1024  # tokens per chunk of the two-level race (KERNEL_SPEC §3, part of the contract)
 K_MAX = 1024  # largest top-k served by the one-pass candidate buffer (docs/TRITON_BACKEND.md, "top-k")
+# Keys that one program merges from the split buffers of a top-k row, SPLITS_PAD * K_PAD, all in registers: 8192 keys
+# compile without spills at 8 warps for sm_80 and sm_90, 16384 spill (gtl_kernels.triton.aot_check).
+TOPK_MERGE_KEYS = 8192
 
 # The same numbers as seen from kernels (Triton reads only constexpr globals).
 CHUNK_C = tl.constexpr(CHUNK)
@@ -299,3 +302,9 @@ def num_splits(n_rows: int, n_blocks: int, device: torch.device) -> int:
         return 1
     target = 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     return max(1, min(n_blocks, target // max(n_rows, 1)))
+
+
+def topk_splits(n_rows: int, n_blocks: int, k_pad: int, device: torch.device) -> int:
+    """Programs per row of a top-k scan: ``num_splits``, at most ``TOPK_MERGE_KEYS // k_pad`` so that the merge of
+    the split buffers (``SPLITS_PAD * K_PAD`` keys, ``k_pad`` a power of two) fits in registers."""
+    return min(num_splits(n_rows, n_blocks, device), max(1, TOPK_MERGE_KEYS // k_pad))

@@ -436,7 +436,7 @@ def topk_sizes(v: int, top_k: int, device: torch.device, n_rows: int = 1) -> tup
 def _launch_topk(a: _Args, top_k: int) -> None:
     k_pad, block, ct, rows = topk_sizes(a.v, top_k, a.device, a.n)
     n_blocks = triton.cdiv(a.v, block)
-    splits = _common.num_splits(a.n, n_blocks, a.device)
+    splits = _common.topk_splits(a.n, n_blocks, k_pad, a.device)
     per_split = triton.cdiv(n_blocks, splits)
     splits = triton.cdiv(n_blocks, per_split)
     warps = _common.num_warps(a.device)

@@ -83,7 +83,8 @@ def topk(logits, k, bias, gamma, temperature):
         return _topk_by_sort(logits, k, bias, gamma, temperature)
     k_pad, block, _, _ = topk_sizes(v, k, device)
     with _common.quiet(device):
-        st = RowStats(logits, bias, gamma, temperature, block=block, k_pad=k_pad)
+        splits = _common.topk_splits(n, triton.cdiv(v, block), k_pad, device)
+        st = RowStats(logits, bias, gamma, temperature, block=block, k_pad=k_pad, splits=splits)
         wrap_triton(_topk_write_kernel)[(n,)](
             logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0), gamma,
             temperature, st.ws_f, st.ws_i, st.ws_buf, values, ids, v, k, st.n_blocks, st.plane, st.splits,
