@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .gtl.progress import bar as progress_bar
-from .gtl.samplers import SamplerStats, sequence_seeds
+from .gtl.samplers import SamplerStats
 from .gtl.schedule import LogLinearSchedule
 from .gtl.training import TrainConfig, _balanced, _lr_lambda, _noised
 
@@ -53,17 +53,12 @@ def shard(n: int, rank: int, world_size: int) -> tuple[int, int]:
 
 def _sample_range(sampler, start: int, stop: int, length: int, seed: int, batch_size: int,
                   stats: SamplerStats) -> torch.Tensor:
-    """Sequences ``start .. stop - 1`` of a sampler call with ``seed``: int64 ``[stop - start, length]`` on the CPU.
-
-    Stopgap: the samplers' ``__call__`` numbers sequences from 0, so this calls their batch step ``_batch`` with the
-    keys of the global indices (what ``__call__`` does per batch); a ``first_index`` argument of ``__call__`` would
-    replace it.
-    """
-    out = torch.empty(stop - start, length, dtype=torch.int64)
-    for lo in range(start, stop, batch_size):
-        bsz = min(batch_size, stop - lo)
-        seeds = sequence_seeds(seed, lo, bsz, sampler.device)
-        out[lo - start : lo - start + bsz] = sampler._batch(bsz, length, seeds, lo, stats, None).cpu()
+    """Sequences ``start .. stop - 1`` of a sampler call with ``seed``: int64 ``[stop - start, length]`` on the CPU
+    (the sampler keys them by their global indices, ``first_index=start``); their pass counts are added to
+    ``stats``."""
+    out, part = sampler(stop - start, length, seed=seed, batch_size=batch_size, first_index=start)
+    for name in _COUNTS:
+        setattr(stats, name, getattr(stats, name) + getattr(part, name))
     return out
 
 

@@ -159,10 +159,11 @@ def _impossible_stay_impossible(rho: torch.Tensor, cand_logp: torch.Tensor) -> t
 
 
 def _generate(sampler, n_samples: int, length: int, seed: int, batch_size: int, progress: bool,
-              stats: SamplerStats, z0: torch.Tensor | None) -> tuple[torch.Tensor, SamplerStats]:
+              stats: SamplerStats, z0: torch.Tensor | None, first_index: int = 0) -> tuple[torch.Tensor, SamplerStats]:
     """The batch loop every sampler shares: ``sampler._batch`` on batches of at most ``batch_size`` sequences, each
-    sequence keyed by its index in the call (so its sample does not depend on the batching), ``stats.steps`` bar
-    ticks per batch. ``z0``: optional starting tokens ``[n_samples, length]`` (``mask_id`` where to generate).
+    sequence keyed by its global index ``first_index + i`` (so its sample does not depend on the batching, nor on
+    which shard of a distributed run draws it), ``stats.steps`` bar ticks per batch. ``z0``: optional starting
+    tokens ``[n_samples, length]`` (``mask_id`` where to generate).
     Returns (int64 ``[n_samples, length]`` on the CPU, ``stats``)."""
     if z0 is not None:
         if not isinstance(z0, torch.Tensor) or z0.dtype != torch.int64:
@@ -174,12 +175,12 @@ def _generate(sampler, n_samples: int, length: int, seed: int, batch_size: int, 
     t0 = time.perf_counter()
     for start in range(0, n_samples, batch_size):
         bsz = min(batch_size, n_samples - start)
-        seeds = sequence_seeds(seed, start, bsz, sampler.device)
+        seeds = sequence_seeds(seed, first_index + start, bsz, sampler.device)
         if z0 is None:
             z = torch.full((bsz, length), sampler.mask_id, dtype=torch.int64, device=sampler.device)
         else:
             z = z0[start : start + bsz].to(sampler.device)
-        out[start : start + bsz] = sampler._batch(z, seeds, start, stats, bar).cpu()
+        out[start : start + bsz] = sampler._batch(z, seeds, first_index + start, stats, bar).cpu()
     stats.wall_s = time.perf_counter() - t0
     if bar is not None:
         bar.close()
@@ -290,14 +291,17 @@ class AncestralSampler:
 
     @torch.inference_mode()
     def __call__(self, n_samples: int, length: int, *, seed: int = 0, batch_size: int = 1024,
-                 progress: bool = False, z0: torch.Tensor | None = None) -> tuple[torch.Tensor, SamplerStats]:
+                 progress: bool = False, z0: torch.Tensor | None = None,
+                 first_index: int = 0) -> tuple[torch.Tensor, SamplerStats]:
         """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats).
 
         ``z0``: optional starting tokens int64 ``[n_samples, length]``, ``mask_id`` at the positions to generate;
-        the given tokens never change (prompts, infilling).
+        the given tokens never change (prompts, infilling). ``first_index``: the global index of the first sequence
+        (sequence ``i`` is keyed by ``derive_keys(seed, first_index + i)``): shards of one call draw what the whole
+        call would.
         """
         stats = SamplerStats(samples=n_samples, steps=self.steps)
-        return _generate(self, n_samples, length, seed, batch_size, progress, stats, z0)
+        return _generate(self, n_samples, length, seed, batch_size, progress, stats, z0, first_index)
 
     @torch.inference_mode()
     def step(self, z: torch.Tensor, i: int, seeds: torch.Tensor, *, logits: torch.Tensor | None = None,
@@ -486,14 +490,16 @@ class ScheduledSampler:
 
     @torch.inference_mode()
     def __call__(self, n_samples: int, length: int, *, seed: int = 0, batch_size: int = 1024,
-                 progress: bool = False, z0: torch.Tensor | None = None) -> tuple[torch.Tensor, SamplerStats]:
+                 progress: bool = False, z0: torch.Tensor | None = None,
+                 first_index: int = 0) -> tuple[torch.Tensor, SamplerStats]:
         """Generate ``n_samples`` sequences of ``length`` tokens: (int64 ``[n_samples, length]``, stats).
 
         ``z0``: optional starting tokens int64 ``[n_samples, length]``, ``mask_id`` at the positions to generate;
         the given tokens never change. Then there are as many steps as the most masked positions of a sequence.
+        ``first_index``: the global index of the first sequence, as in :meth:`AncestralSampler.__call__`.
         """
         stats = SamplerStats(samples=n_samples, steps=length)
-        return _generate(self, n_samples, length, seed, batch_size, progress, stats, z0)
+        return _generate(self, n_samples, length, seed, batch_size, progress, stats, z0, first_index)
 
     def _choose_position(self, z, masked, scores, seeds, step, stats):
         bsz = z.shape[0]
