@@ -6,7 +6,8 @@ tokens revealed per block step, Gumbel-max sampling at ``temperature`` and greed
 ``logits_eos_inf`` / ``confidence_eos_eot_inf`` switches), on the ``gtl_kernels`` ops:
 
 - only the rows that can change are read: the masked positions up to the end of the current block (the original
-  gives every other position ``-inf`` confidence); no ``[B, L, V]`` float64 noise, no full softmax;
+  gives every other position ``-inf`` confidence), or the window between them where that saves a copy; no
+  ``[B, L, V]`` float64 noise, no full softmax;
 - draws are exact (64-bit Philox exponential race) and reproducible: ``seeds=`` (int or int64 ``[B]`` per-sequence
   seeds) or ``generator=``; a sequence's draws depend only on its seed and positions, not on its batch;
 - CFG is fused: ``un + (c + 1)(cond - un) = (c + 1) * (cond + gamma * un)`` with ``gamma = -c / (c + 1)``, so the
@@ -168,7 +169,7 @@ def step(
     eos_id: int = EOS_ID,
     eot_id: int = EOT_ID,
 ) -> torch.Tensor:
-    """One LLaDA step outside the model; reads only the candidate rows of ``logits``.
+    """One LLaDA step outside the model; reads only the rows of ``logits`` at (or between) the candidates.
 
     Args:
         x: int64 ``[B, L]`` current tokens. logits: ``[B, L, V]`` (the conditional pass when ``cfg_scale > 0``,
