@@ -135,7 +135,7 @@ SAMPLED = {
                                          logits_eos_inf=True, confidence_eos_eot_inf=True),
     "random remasking": dict(steps=2, gen_length=4, block_length=4, temperature=1.3, remasking="random"),
 }
-N_SEQ = 2000
+N_SEQ = 1500
 
 
 def _stub():
