@@ -115,7 +115,7 @@ SAMPLED = {
     "threshold": dict(steps=4, gen_length=4, block_length=4, temperature=1.0, threshold=0.4),
     "factor": dict(steps=4, gen_length=4, block_length=2, temperature=0.8, factor=1.0),
 }
-N_SEQ = 2000
+N_SEQ = 1500
 
 
 def _stub():

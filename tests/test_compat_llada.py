@@ -135,7 +135,7 @@ SAMPLED = {
                                          logits_eos_inf=True, confidence_eos_eot_inf=True),
     "random remasking": dict(steps=2, gen_length=4, block_length=4, temperature=1.3, remasking="random"),
 }
-N_SEQ = 2000
+N_SEQ = 1500
 
 
 def _stub():
@@ -256,3 +256,21 @@ def test_bad_input_names_the_argument(change, name):
     kw.update(change)
     with pytest.raises(ValueError, match=name):
         llada.generate(**kw)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_window_and_copied_rows_give_the_same_draws(temperature):
+    """The kernels read either a window of rows around the candidates or a copy of the candidate rows; with the
+    same keys a row's draw depends only on its scores, so both give the same tokens and confidences."""
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(2, 16, V, generator=g) * 2
+    logits[..., EOS] = -torch.inf  # then logits_eos_inf (which forces the copy) changes no score
+    cand_b = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    cand_l = torch.tensor([5, 7, 8, 5, 6, 8, 9])
+    keys = torch.arange(7) * 1000 + 3
+    window = llada.candidate_draws(logits, None, cand_b, cand_l, keys, 4, temperature=temperature)
+    copied = llada.candidate_draws(logits, None, cand_b, cand_l, keys, 4, temperature=temperature,
+                                   logits_eos_inf=True, eos_id=EOS)
+    assert llada.candidate_rows(logits, cand_b, cand_l)[1] is not None  # the window path was taken
+    assert torch.equal(window[0], copied[0])
+    torch.testing.assert_close(window[1], copied[1])

@@ -6,7 +6,8 @@ tokens revealed per block step, Gumbel-max sampling at ``temperature`` and greed
 ``logits_eos_inf`` / ``confidence_eos_eot_inf`` switches), on the ``gtl_kernels`` ops:
 
 - only the rows that can change are read: the masked positions up to the end of the current block (the original
-  gives every other position ``-inf`` confidence); no ``[B, L, V]`` float64 noise, no full softmax;
+  gives every other position ``-inf`` confidence), or the window between them where that saves a copy; no
+  ``[B, L, V]`` float64 noise, no full softmax;
 - draws are exact (64-bit Philox exponential race) and reproducible: ``seeds=`` (int or int64 ``[B]`` per-sequence
   seeds) or ``generator=``; a sequence's draws depend only on its seed and positions, not on its batch;
 - CFG is fused: ``un + (c + 1)(cond - un) = (c + 1) * (cond + gamma * un)`` with ``gamma = -c / (c + 1)``, so the
@@ -168,7 +169,7 @@ def step(
     eos_id: int = EOS_ID,
     eot_id: int = EOT_ID,
 ) -> torch.Tensor:
-    """One LLaDA step outside the model; reads only the candidate rows of ``logits``.
+    """One LLaDA step outside the model; reads only the rows of ``logits`` at (or between) the candidates.
 
     Args:
         x: int64 ``[B, L]`` current tokens. logits: ``[B, L, V]`` (the conditional pass when ``cfg_scale > 0``,
@@ -215,15 +216,19 @@ def candidate_draws(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The draw ``x0`` and its confidence at the candidate positions ``(cand_b, cand_l)`` (int64 ``[M]`` each).
 
-    ``logits`` (and ``un_logits`` for CFG) ``[B, L, V]`` are read at those M rows only and never modified;
-    ``row_key`` int64 ``[M]``. Returns (int64 ``[M]`` tokens, float ``[M]`` confidence: the untempered probability
-    of the drawn token under the (guided) logits, or a uniform for ``"random"``).
+    ``logits`` (and ``un_logits`` for CFG) ``[B, L, V]`` are read at those positions (or at the window of rows
+    around them, see :func:`candidate_rows`) and never modified; ``row_key`` int64 ``[M]``. Returns (int64 ``[M]``
+    tokens, float ``[M]`` confidence: the untempered probability of the drawn token under the (guided) logits, or a
+    uniform for ``"random"``).
     """
-    # Only the candidate rows: a copy of M rows, in which the EOS/EOT columns may be edited freely.
-    z = _rows(logits, cand_b, cand_l)
-    u = _rows(un_logits, cand_b, cand_l) if cfg_scale > 0 else None
+    edits = logits_eos_inf or confidence_eos_eot_inf
+    z, pick = candidate_rows(logits, cand_b, cand_l, copy=edits)
+    u = candidate_rows(un_logits, cand_b, cand_l, copy=edits)[0] if cfg_scale > 0 else None
     if z.dtype == torch.float64:
         z, u = z.float(), (None if u is None else u.float())
+    keys = row_key if pick is None else torch.zeros(z.shape[0], dtype=torch.int64, device=z.device)
+    if pick is not None:
+        keys[pick] = row_key  # rows outside the candidates are computed and dropped: any key
     scale = cfg_scale + 1.0
     gamma = -cfg_scale / scale if cfg_scale > 0 else 1.0
     if logits_eos_inf:
@@ -232,28 +237,41 @@ def candidate_draws(
     if greedy_fused:
         x0, conf = ops.confidence(z, u, gamma, 1.0 / scale)  # x0 is the argmax, its probability p1: one read
     else:
-        x0 = ops.sample(z, u, gamma, temperature / scale, seeds=row_key, offset=offset)
-    if (x0 < 0).any():
+        x0 = ops.sample(z, u, gamma, temperature / scale, seeds=keys, offset=offset)
+    x0_c = x0 if pick is None else x0[pick]
+    if (x0_c < 0).any():
         raise ValueError("model returned logits with a NaN or no finite value at a masked position")
     if remasking == "random":
         step_counter = torch.tensor(offset, device=x0.device)
-        conf = reference.uniform64(row_key, torch.zeros_like(x0).unsqueeze(-1), step_counter, _STREAM_REMASK)[:, 0]
-    elif not greedy_fused:
+        conf = reference.uniform64(row_key, torch.zeros_like(x0_c).unsqueeze(-1), step_counter, _STREAM_REMASK)
+        return x0_c, conf[:, 0]
+    if not greedy_fused:
         if confidence_eos_eot_inf:  # as in the original: EOT always, EOS too when the noisy scores are the logits
             z[:, eot_id] = -torch.inf
             if temperature == 0:
                 z[:, eos_id] = -torch.inf
         top, p1 = ops.confidence(z, u, gamma, 1.0 / scale)
         conf = p1 * torch.exp(scale * (_score_at(z, u, gamma, x0) - _score_at(z, u, gamma, top)))
-    return x0, conf
+    return x0_c, (conf if pick is None else conf[pick])
 
 
-def _rows(t: torch.Tensor, b: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    """Rows ``t[b, l]`` of ``[B, L, V]`` as a new ``[M, V]`` tensor (``index_select`` on a flat view when there is
-    one: a plain row copy, faster than two-index gathering)."""
-    if t.stride(1) == t.shape[2] * t.stride(2) and t.stride(0) == t.shape[1] * t.stride(1):
-        return t.reshape(-1, t.shape[2]).index_select(0, b * t.shape[1] + l)
-    return t[b, l]
+def candidate_rows(t: torch.Tensor, b: torch.Tensor, l: torch.Tensor, copy: bool = False):
+    """The rows of ``t [B, L, V]`` the kernels read for candidates ``(b, l)``, and where each candidate is in them.
+
+    On the CPU a fresh copy of many rows costs about as much as the kernels' reads (page faults included), so where
+    the span of positions ``[min l, max l]`` is at most twice the number of candidates, the kernels read that
+    window: a view when ``B = 1`` (no copy) and ``pick`` locates each candidate in it. Otherwise (or with ``copy``,
+    when columns are to be edited) the candidate rows are copied, ``pick = None``.
+    Returns (``[R, V]`` rows, int64 ``[M]`` pick or None).
+    """
+    batch, length, v = t.shape
+    lo, hi = int(l.min()), int(l.max()) + 1
+    if not copy and batch * (hi - lo) <= 2 * b.numel():
+        # The choice depends only on (b, l, shape, copy), so logits and un_logits get the same rows and pick.
+        return t[:, lo:hi].reshape(-1, v), b * (hi - lo) + (l - lo)  # a view when B = 1
+    if t.stride(0) == length * t.stride(1) and t.stride(1) == v * t.stride(2):
+        return t.reshape(-1, v).index_select(0, b * length + l), None
+    return t[b, l], None
 
 
 def _score_at(z, u, gamma, ids):
