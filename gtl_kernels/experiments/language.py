@@ -1,7 +1,7 @@
 """GTL at language scale with an exact ground truth: the ``n_ratio`` ablation on a 30k-token synthetic language.
 
     gtl-language            # the full ablation (V = 30522, L = 128; see --help)
-    gtl-language --quick    # a small smoke run (L = 32, few sequences)
+    gtl-language --quick    # a small smoke run (L = 16, few sequences)
 
 The source and target chains are :func:`~gtl_kernels.gtl.language.make_language`'s. The scheduled sampler with a
 left-to-right order runs on the exact source denoiser and the exact ratio (:class:`LeftToRightDenoiser`,
@@ -45,14 +45,14 @@ TIMED_OPS = ("sample", "topk_log_softmax", "derive_keys", "masked_transition", "
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gtl-language", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: L = 32, 4 sequences per setting")
+    p.add_argument("--quick", action="store_true", help="smoke run: L = 16, 4 sequences per setting")
     p.add_argument("--vocab", type=int, default=30522)
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--overlap", type=float, default=0.8, help="target mass on the successors it shares")
     p.add_argument("--n-ratio", type=int, nargs="+", default=[8, 64, 512, 0], help="candidates; 0 = all V")
     p.add_argument("--top-k", type=int, nargs="+", default=[0, 8], help="guided top-K (0 = all)")
-    p.add_argument("--samples", type=int, default=16, help="sequences per setting")
-    p.add_argument("--reference-samples", type=int, default=256, help="target-chain sequences for the reference")
+    p.add_argument("--samples", type=int, default=8, help="sequences per setting")
+    p.add_argument("--reference-samples", type=int, default=64, help="target-chain sequences for the reference")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per sampler batch")
     p.add_argument("--seed", type=int, default=1, help="sampler seed (the language has its own, --language-seed)")
     p.add_argument("--language-seed", type=int, default=0)
@@ -199,7 +199,7 @@ def plot(path: Path, rows: list[dict], reference: dict, vocab: int) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.length, args.samples, args.reference_samples = 32, 4, 64
+        args.length, args.samples, args.reference_samples = 16, 4, 64
         args.batch_size = min(args.batch_size, 4)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -220,6 +220,8 @@ def main(argv=None) -> int:
         for n in args.n_ratio:
             rows.append(run_setting(lang, f"gtl[n_ratio={n or 'all'},top_k={k}]", n_ratio=n, top_k=k, args=args,
                                     guided=True))
+            write_json(args.out / "language.partial.json", {"reference": reference, "rows": rows})
+            print(f"  done {rows[-1]['setting']} at {time.perf_counter() - t_start:.0f} s", flush=True)
     header = f"{'setting':<30} {'ll/tok':>8} {'E_pi ll':>8} {'H rate':>7} {'KL rate':>8} {'T-only':>7} " \
              f"{'wall ms':>9} {'models':>9} {'sampler':>9}"
     print(header)
