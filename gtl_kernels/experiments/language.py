@@ -26,6 +26,7 @@ import contextlib
 import math
 import platform
 import statistics
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -254,7 +255,7 @@ def main(argv=None) -> int:
         summary["timing_medians"] = timing_medians(lang, rows, args)
     print(summary)
     result = {
-        "command": "gtl-language " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": "gtl-language " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
                     "loadavg_1min": _loadavg()},
