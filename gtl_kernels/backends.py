@@ -196,6 +196,22 @@ register_backend(
 )
 
 
+def native_philox(device: torch.device):
+    """The native ``gtl::philox`` of ``device`` (``cpu`` / ``cuda`` backend) when it is built, else the reference's;
+    all are bit-identical (tests/test_philox.py). Used for key derivation, which runs outside ``auto``'s choice
+    (and its GPU self-check), so no backend but the device's native one is ever asked."""
+    native = {"cpu": "cpu", "cuda": "cuda"}.get(device.type)
+    if native is not None and _REGISTRY[native].status()[0]:
+        return getattr(torch.ops.gtl, "philox" + _REGISTRY[native].op_suffix)
+    return reference_philox
+
+
+def reference_philox(key, counter):
+    from .reference import philox4x32
+
+    return philox4x32(key, counter)
+
+
 def available_backends() -> dict[str, BackendInfo]:
     """Every known backend, whether it can run here, and why not (or what it was built from)."""
     infos = {}

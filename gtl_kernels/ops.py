@@ -128,17 +128,17 @@ def _row_keys(seeds, lead: torch.Size, device) -> torch.Tensor:
         if not _INT64_MIN <= seeds <= _UINT64_MAX:
             raise ValueError(f"seeds must fit in 64 bits, got {seeds}")
         seed = seeds - 2**64 if seeds > 2**63 - 1 else seeds
-        return reference.derive_keys(torch.tensor(seed, device=device), torch.arange(n, device=device))
+        return _derive_keys(torch.tensor(seed, device=device), torch.arange(n, device=device))
     if seeds.dtype != torch.int64:
         raise TypeError(f"seeds must be an int64 tensor, got {seeds.dtype}")
     if seeds.device != device:
         raise ValueError(f"seeds is on {seeds.device} but logits are on {device}")
     if seeds.numel() == 1 and n != 1:
-        return reference.derive_keys(seeds.reshape(()), torch.arange(n, device=device))
+        return _derive_keys(seeds.reshape(()), torch.arange(n, device=device))
     if seeds.shape == lead or seeds.shape == (n,):
         return seeds.reshape(n)
     if len(lead) == 2 and seeds.shape == lead[:1]:
-        return reference.derive_keys(seeds.unsqueeze(-1), torch.arange(lead[1], device=device)).reshape(n)
+        return _derive_keys(seeds.unsqueeze(-1), torch.arange(lead[1], device=device)).reshape(n)
     raise ValueError(
         f"seeds must be an int or have shape {tuple(lead)} or [{n}]"
         + (f" or [{lead[0]}] (one per sequence)" if len(lead) == 2 else "")
@@ -330,4 +330,10 @@ def derive_keys(seeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         raise TypeError("seeds must be an int64 tensor")
     if not isinstance(positions, torch.Tensor) or positions.dtype != torch.int64:
         raise TypeError("positions must be an int64 tensor")
-    return reference.derive_keys(seeds, positions)
+    return _derive_keys(seeds, positions)
+
+
+def _derive_keys(seeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``reference.derive_keys`` with the device's fastest Philox (the backends' ``gtl::philox`` ops are
+    bit-identical to the reference's, tests/test_philox.py): the samplers derive keys every step."""
+    return reference.derive_keys(seeds, positions, philox=backends.native_philox(seeds.device))
