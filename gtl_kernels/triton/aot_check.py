@@ -123,7 +123,7 @@ def cases() -> list[Case]:
 
 def benchmark_cases() -> list[Case]:
     """The GPU benchmark's default case set (``gtl_kernels.bench.cases``): the configurations the goals are measured
-    on, always compiled."""
+    on, preferred by the covering subset."""
     from ..bench.cases import preset
 
     dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -295,16 +295,16 @@ def features(la: Launch) -> set:
     return out | {("warps", la.options["num_warps"]), ("stages", la.options["num_stages"])}
 
 
-def select(launches: list[Launch], required: set) -> list[Launch]:
-    """A covering subset: the launches whose key is in ``required`` (the benchmark's configurations), then, kernel by
-    kernel, greedily the launch that adds the most (feature, value) pairs not yet compiled, until every value that
-    any launch of the kernel has is covered. Ties go to the earlier launch of the grid."""
-    chosen = [la for la in launches if la.key in required]
+def select(launches: list[Launch], preferred: set) -> list[Launch]:
+    """A covering subset, kernel by kernel: greedily the launch that adds the most (feature, value) pairs not yet
+    compiled, until every value that any launch of the kernel has is covered. Ties go to the launches whose key is
+    in ``preferred`` (the benchmark's configurations), then to the earlier launch of the grid."""
+    chosen = []
     for name in dict.fromkeys(la.name for la in launches):
-        pool = [la for la in launches if la.name == name and la.key not in required]
-        covered = set().union(*(features(la) for la in chosen if la.name == name))
+        pool = [la for la in launches if la.name == name]
+        covered: set = set()
         while pool:
-            best = max(pool, key=lambda la: len(features(la) - covered))
+            best = max(pool, key=lambda la: (len(features(la) - covered), la.key in preferred))
             if not features(best) - covered:
                 break
             chosen.append(best)
@@ -426,13 +426,12 @@ def _cost_guess(la: Launch) -> int:
 
 def plan(archs, case_list, full: bool) -> list[tuple[int, Launch]]:
     """(arch, launch) pairs to compile: every distinct launch of ``case_list`` with ``full``, else the covering
-    subset of ``select`` (always including the benchmark's configurations)."""
+    subset of ``select`` (preferring the benchmark's configurations)."""
     out = []
     for arch in archs:
         launches = record(arch, case_list)
         if not full:
-            required = {la.key for la in record(arch, benchmark_cases())}
-            launches = select(launches, required)
+            launches = select(launches, {la.key for la in record(arch, benchmark_cases())})
         out.extend((arch, la) for la in launches)
     return out
 
