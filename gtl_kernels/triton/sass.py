@@ -238,11 +238,11 @@ def cuda_kernels(root: Path, arch: int = 90, nvcc: str | None = None) -> list[di
                 loads = collections.Counter()
                 for op, n in ops.items():
                     if op.startswith("LDG"):
-                        loads[f"{load_bytes(op)} B"] += n
+                        loads[load_bytes(op)] += n
                 u = usage.get(name, {})
                 out.append(dict(source=src, kernel=_short(name), regs=u.get("REG"), stack=u.get("STACK"),
                                 shared=u.get("SHARED"), instructions=sum(ops.values()),
-                                loads=", ".join(f"{n} x {w}" for w, n in sorted(loads.items(), reverse=True)),
+                                loads=", ".join(f"{n} x {w} B" for w, n in sorted(loads.items(), reverse=True)),
                                 ex2=ops.get("MUFU.EX2", 0),
                                 other_mufu=sum(n for op, n in ops.items() if op.startswith("MUFU.") and op != "MUFU.EX2")))
     return out
