@@ -341,6 +341,7 @@ def cubin_resources(cubin: bytes, workdir: str) -> dict[str, int]:
 
 
 def cubin_sass(cubin: bytes, workdir: str) -> str:
+    """The SASS text of ``cubin`` (``cuobjdump -sass``), for ``sass.parse_sass``."""
     path = Path(workdir) / "k.cubin"
     path.write_bytes(cubin)
     return subprocess.run([tool("cuobjdump"), "-sass", str(path)], check=True, capture_output=True,
@@ -349,6 +350,9 @@ def cubin_sass(cubin: bytes, workdir: str) -> str:
 
 @dataclasses.dataclass
 class Result:
+    """One kernel configuration compiled for one architecture: its resources per thread (registers, stack and local
+    bytes) and per block (shared bytes), or the compile error."""
+
     kernel: str
     config: str
     arch: int
