@@ -283,10 +283,13 @@ def record(arch: int, case_list: list[Case]) -> list[Launch]:
 
 
 def features(la: Launch) -> set:
-    """What may change the generated code: each constexpr, the pointer dtypes, whether each specializable integer is
-    a multiple of 16 (vector width), warps and stages."""
+    """What may change the generated code: each constexpr, each pair of boolean constexprs, the pointer dtypes,
+    whether each specializable integer is a multiple of 16 (vector width), warps and stages."""
     names = la.fn.arg_names
     out = {("const", names[p[0]], _plain(v)) for p, v in la.constexprs.items()}
+    # flags pairwise (e.g. MASKED with HAS_INDEX): code paths that meet only when both are on
+    flags = sorted((names[p[0]], _plain(v)) for p, v in la.constexprs.items() if isinstance(_plain(v), bool))
+    out |= {("flags", a, b) for a, b in itertools.combinations(flags, 2)}
     out |= {("ptr", k, v) for k, v in la.signature.items() if v.startswith("*")}
     for i, name in enumerate(names):
         kind = la.signature[name]
