@@ -18,7 +18,8 @@ DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark 
 	"setuptools>=64" wheel build
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/include/gtl/*)
 
-.PHONY: setup test test-fast test-slow fuzz demo bench bench-smoke perf-doc nvcc-check clean
+.PHONY: setup test test-fast test-slow fuzz demo bench bench-smoke perf-doc nvcc-check triton-aot-check triton-aot-doc \
+	clean
 
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -79,6 +80,15 @@ nvcc-check:
 .PHONY: example
 example: setup
 	$(PY) examples/diffusion_lm.py
+
+# every Triton kernel configuration the launchers choose, compiled for sm_80 and sm_90 without a GPU (fails on a
+# compile error, a spill or too much shared memory); the -doc target also writes the tables into the docs
+triton-aot-check: setup
+	$(PY) -m gtl_kernels.triton.aot_check
+
+triton-aot-doc: setup
+	$(PY) -m gtl_kernels.triton.aot_check --markdown docs/TRITON_BACKEND.md
+	$(PY) -m gtl_kernels.triton.sass --cuda --markdown docs/PERF.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info gtl_kernels/*.so

@@ -82,6 +82,10 @@ def topk(logits, k, bias, gamma, temperature):
     if k > K_MAX:
         return _topk_by_sort(logits, k, bias, gamma, temperature)
     k_pad, block, _, _ = topk_sizes(v, k, device)
+    if k_pad == K_MAX and block > k_pad and not _common.interpreted(device):
+        # kernel 1 keeps the block statistics live beside the buffer: 2048-token blocks spill at K_PAD 1024 on sm_80
+        # and sm_90, blocks of K_PAD tokens do not (gtl_kernels.triton.aot_check)
+        block = k_pad
     with _common.quiet(device):
         splits = _common.topk_splits(n, triton.cdiv(v, block), k_pad, device)
         st = RowStats(logits, bias, gamma, temperature, block=block, k_pad=k_pad, splits=splits)
