@@ -3,6 +3,7 @@
     python -m gtl_kernels.experiments.markov            # the default comparison (see --help)
     python -m gtl_kernels.experiments.markov --quick    # a small smoke run
     python -m gtl_kernels.experiments.markov failure    # the poor-overlap failure mode (gamma sweep)
+    python -m gtl_kernels.experiments.markov suite      # every method on a family of chain pairs (experiments/suite.py)
 
 Compare (default): for every seed, a source denoiser is trained on ``--n-source`` source sequences; for each target
 size n, three methods generate ``--samples`` sequences: *vanilla* (the same denoiser trained on the n target
@@ -14,6 +15,9 @@ estimated matrices go to ``--out``. The default run (3 seeds, one worker process
 3 minutes on a 2-core CPU; its results and the design behind its defaults are in ``docs/GTL.md``.
 
 Failure: the source never emits one state that the target uses; GTL is swept over gamma (see ``failure`` below).
+
+Every random draw is keyed by (seed, component, n) (:func:`key`), so a subset of ``--n-target``, ``--methods``,
+``--ratio-loss`` or ``--order`` reproduces the corresponding cells of a full run.
 """
 
 from __future__ import annotations
