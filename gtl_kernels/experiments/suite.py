@@ -132,8 +132,11 @@ def _task(line: int, args, pair: dict, seed: int) -> dict:
     progress.set_line(line)
     t0 = time.perf_counter()
     res = run_seed(args, pair["source"], pair["target"], seed)
-    if getattr(args, "phase_lines", False) or args.no_progress:
-        print(f"pair {pair['name']} seed {seed} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    # one line per pair as it finishes, so a long run that is stopped early still leaves its finished pairs
+    cells = "; ".join(f"n={n}: " + " ".join(f"{m} {r['metrics']['mae']:.3f}" for m, r in res[n].items())
+                      for n in res if not n.startswith("_"))
+    print(f"pair {pair['name']} ({pair['split']}) seed {seed} done in {time.perf_counter() - t0:.0f} s; MAE {cells}",
+          flush=True)
     return res
 
 
