@@ -48,3 +48,30 @@ def test_a_subset_of_methods_and_estimators_reproduces_its_cells(tmp_path):
     assert set(gtl["20"]) == {"gtl"}
     _same(gtl["20"]["gtl"], every["20"]["gtl[conditional]"])
     _same(paper["20"]["gtl"], every["20"]["gtl[paper]"])
+
+
+def test_paper_values_only_for_the_papers_pair(tmp_path, capsys):
+    custom = run(TINY + ["--n-target", "8", "--methods", "gtl", "--target-diag", "0.7", "--out", str(tmp_path)])
+    header = next(line for line in capsys.readouterr().out.splitlines() if "mean diag" in line)
+    assert custom["paper"] is None and "paper" not in header
+    paper = run(TINY + ["--n-target", "8", "--methods", "gtl", "--out", str(tmp_path)])
+    header = next(line for line in capsys.readouterr().out.splitlines() if "mean diag" in line)
+    assert paper["paper"] is not None and "paper" in header
+
+
+def test_suite_smoke(tmp_path):
+    """The suite runs every method and the oracle on dev and test pairs and counts wins per split and n."""
+    from gtl_kernels.experiments.suite import family
+
+    pairs = family()
+    assert {p["split"] for p in pairs} == {"dev", "test"} and sum(p["split"] == "dev" for p in pairs) == 4
+    assert all(4 <= p["states"] <= 8 for p in pairs)
+    out = run(["suite"] + TINY + ["--split", "all", "--quick", "--n-target", "8", "--out", str(tmp_path)])
+    assert (tmp_path / "suite.json").exists() and (tmp_path / "suite.png").stat().st_size > 0
+    methods = {r["method"] for r in out["rows"]}
+    assert methods == {"vanilla", "finetuned", "gtl", "oracle"}
+    assert {r["split"] for r in out["rows"]} == {"dev", "test"}
+    assert {r["seed"] for r in out["rows"] if r["split"] == "dev"} != {r["seed"] for r in out["rows"]
+                                                                       if r["split"] == "test"}
+    assert all("ratio_slope" in r for r in out["rows"] if r["method"] == "gtl")
+    assert out["summary"]["test"]["8"]["pairs"] == 1

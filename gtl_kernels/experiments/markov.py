@@ -3,6 +3,7 @@
     python -m gtl_kernels.experiments.markov            # the default comparison (see --help)
     python -m gtl_kernels.experiments.markov --quick    # a small smoke run
     python -m gtl_kernels.experiments.markov failure    # the poor-overlap failure mode (gamma sweep)
+    python -m gtl_kernels.experiments.markov suite      # every method on a family of chain pairs (experiments/suite.py)
 
 Compare (default): for every seed, a source denoiser is trained on ``--n-source`` source sequences; for each target
 size n, three methods generate ``--samples`` sequences: *vanilla* (the same denoiser trained on the n target
@@ -14,6 +15,9 @@ estimated matrices go to ``--out``. The default run (3 seeds, one worker process
 3 minutes on a 2-core CPU; its results and the design behind its defaults are in ``docs/GTL.md``.
 
 Failure: the source never emits one state that the target uses; GTL is swept over gamma (see ``failure`` below).
+
+Every random draw is keyed by (seed, component, n) (:func:`key`), so a subset of ``--n-target``, ``--methods``,
+``--ratio-loss`` or ``--order`` reproduces the corresponding cells of a full run.
 """
 
 from __future__ import annotations
@@ -83,8 +87,9 @@ def draw_heldout(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gtl-markov", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("mode", nargs="?", default="compare", choices=("compare", "failure"),
-                   help="compare = vanilla / fine-tuned / GTL over target sizes; failure = poor-overlap gamma sweep")
+    p.add_argument("mode", nargs="?", default="compare", choices=("compare", "failure", "suite"),
+                   help="compare = vanilla / fine-tuned / GTL over target sizes; failure = poor-overlap gamma sweep; "
+                        "suite = all methods on a seeded family of chain pairs (dev / test split)")
     g = p.add_argument_group("chains")
     g.add_argument("--states", type=int, default=None,
                    help=f"number of states: of the built-in chains (default {DEFAULT_STATES}), and, when given, the "
@@ -141,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--classifier-steps", type=int, default=300, help="each domain classifier (paper recipe)")
     g.add_argument("--planner-steps", type=int, default=300)
     g = p.add_argument_group("run")
-    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one full run per seed; mean ± std reported")
+    g.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="one full run per seed; mean ± std reported (default 0 1 2; suite: 0 on test pairs, dev pairs "
+                        "always use their own seeds)")
+    g.add_argument("--split", default="test", choices=("dev", "test", "all"), help="suite: which pairs to run")
     g.add_argument("--failure-gammas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0],
                    help="gamma values of the failure-mode sweep")
     g.add_argument("--failure-n", type=int, default=100, help="target sequences in the failure mode")
@@ -268,6 +276,8 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
     # longer-range structure: the 2-step transition matrix against trans @ trans
     metrics["mae_2step"] = mk.transition_metrics(mk.estimate_transitions(x, ctx.vocab, lag=2),
                                                  ctx.target.trans @ ctx.target.trans)["mae"]
+    # the exact per-token log-likelihood under the target (a transition the target never makes counts as 1e-6)
+    metrics["loglik_per_token"] = float(mk.log_likelihood(ctx.target, x, floor=1e-6).mean()) / a.length
     train_set = {tuple(r) for r in train_target.tolist()}
     metrics["copy_rate"] = sum(tuple(r) in train_set for r in x.tolist()) / len(x)
     return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict()}
@@ -506,6 +516,8 @@ def run(argv: list[str] | None = None) -> dict:
     """Parse ``argv`` (``None``: the command line), run the chosen mode and return its results (what the JSON
     holds)."""
     args = build_parser().parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [0] if args.mode == "suite" else [0, 1, 2]
     if args.quick:
         apply_quick(args)
     # Not a terminal (a log, CI): one line per phase instead of the bars' control codes.
@@ -513,6 +525,10 @@ def run(argv: list[str] | None = None) -> dict:
     args.no_progress = args.no_progress or args.phase_lines
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seeds[0])
+    if args.mode == "suite":
+        from .suite import suite
+
+        return suite(args)
     return failure(args) if args.mode == "failure" else compare(args)
 
 

@@ -124,6 +124,13 @@ def estimate_transitions(x: torch.Tensor, n_states: int, lag: int = 1) -> torch.
     return c / c.sum(1, keepdim=True)
 
 
+def log_likelihood(chain: MarkovChain, x: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """Exact log-likelihood of each sequence of ``x`` (int64 ``[N, L]``) under ``chain``: float64 ``[N]``.
+    Probabilities below ``floor`` count as ``floor`` (0: an impossible sequence gets ``-inf``)."""
+    ll = chain.init[x[:, 0]].clamp(min=floor).log()
+    return ll + chain.trans[x[:, :-1], x[:, 1:]].clamp(min=floor).log().sum(1)
+
+
 def transition_metrics(est: torch.Tensor, true: torch.Tensor, kl_floor: float = 1e-6) -> dict:
     """Mean diagonal, mean/max absolute error over all entries and the row-averaged ``KL(true || est)``.
 
