@@ -127,3 +127,4 @@ def check_tokens(got, ref, explained, what: str, stats: dict) -> None:
         f"(got {got[unexplained][:5].tolist()}, reference {ref[unexplained][:5].tolist()})")
     stats["rows"] = stats.get("rows", 0) + len(got)
     stats["near_tie_mismatches"] = stats.get("near_tie_mismatches", 0) + int(differ.sum())
+    stats[f"near_tie_mismatches/{what}"] = stats.get(f"near_tie_mismatches/{what}", 0) + int(differ.sum())
