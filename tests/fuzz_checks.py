@@ -40,7 +40,8 @@ def rounding_scale(logits2, bias2, gamma, temperature) -> torch.Tensor:
 
 
 def check_values(got: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor, what: str, extra_atol=0.0) -> None:
-    """``got`` vs ``ref`` (``[N, ...]``): NaN and infinities in the same places, finite values within tolerance."""
+    """``got`` vs ``ref`` (``[N, ...]``): NaN and infinities in the same places, finite values within tolerance
+    (``extra_atol``: a number or float ``[N]``, added per row)."""
     got, ref = got.double().cpu(), ref.double().cpu()
     assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
     nan_diff = got.isnan() != ref.isnan()
@@ -48,8 +49,10 @@ def check_values(got: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor, what
     finite = ref.isfinite()
     inf_diff = (~finite & ~ref.isnan()) & (got != ref)
     assert not inf_diff.any(), f"{what}: infinities differ at {inf_diff.nonzero()[:5].tolist()}"
-    s = scale.view(-1, *([1] * (ref.dim() - 1))).expand_as(ref)
-    tol = ATOL + extra_atol + RTOL * ref.abs() + ROUND * s
+    def per_row(x):
+        return x.double().view(-1, *([1] * (ref.dim() - 1))).expand_as(ref) if isinstance(x, torch.Tensor) else x
+
+    tol = ATOL + per_row(extra_atol) + RTOL * ref.abs() + ROUND * per_row(scale)
     bad = finite & ~((got - ref).abs() <= tol)
     if bad.any():
         i = tuple(bad.nonzero()[0].tolist())
@@ -124,3 +127,4 @@ def check_tokens(got, ref, explained, what: str, stats: dict) -> None:
         f"(got {got[unexplained][:5].tolist()}, reference {ref[unexplained][:5].tolist()})")
     stats["rows"] = stats.get("rows", 0) + len(got)
     stats["near_tie_mismatches"] = stats.get("near_tie_mismatches", 0) + int(differ.sum())
+    stats[f"near_tie_mismatches/{what}"] = stats.get(f"near_tie_mismatches/{what}", 0) + int(differ.sum())

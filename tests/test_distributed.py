@@ -55,13 +55,14 @@ def test_one_process_and_any_block_match_the_sampler(name):
     assert torch.equal(block, full[9:20])
 
 
-def _torchrun(args, tmp_path, timeout=300):
+def _torchrun(args, tmp_path, timeout=300, **env_extra):
     """``torchrun --standalone --nproc-per-node 2 -m gtl_kernels.distributed ARGS`` (gloo over loopback); the whole
     process group is killed if it runs past ``timeout``."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--log-dir", str(tmp_path / "torchrun-logs"),
            "-m", "gtl_kernels.distributed", *args, "--threads", "1"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", GTL_KERNELS_BACKEND=os.environ.get("GTL_KERNELS_BACKEND", ""))
+               OMP_NUM_THREADS="1", GTL_KERNELS_BACKEND=os.environ.get("GTL_KERNELS_BACKEND", ""), **env_extra)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, text=True)
     try:

@@ -24,9 +24,9 @@ import pytest
 import torch
 from conftest import BACKENDS
 from fuzz_cases import Case, build, cases, per_row
-from test_fuzz_regressions import known_finding
+from test_fuzz_regressions import known_finding, known_finding_atol
 from fuzz_checks import check_tokens, check_values, explain_token_mismatch, rounding_scale
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import gtl_kernels
@@ -39,9 +39,11 @@ INTERPRETED_EXAMPLES = int(os.environ.get("GTL_FUZZ_INTERPRETED_EXAMPLES", "8"))
 RANDOMIZED = os.environ.get("GTL_FUZZ_RANDOM") == "1"  # `make fuzz`: a fresh random set (seed printed on failure)
 
 
-def _settings(examples: int):
+def _settings(examples: int, shrink: bool = True):
+    phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
     return settings(
         max_examples=examples,
+        phases=phases,
         derandomize=not RANDOMIZED,
         database=None,
         deadline=None,
@@ -97,6 +99,13 @@ def _normalized(b):
     return logits2, bias2, per_row(b.gamma, n), per_row(b.temperature, n)
 
 
+def _row_max(norm) -> torch.Tensor:
+    """The largest finite |score| of each row (float64 ``[N]``)."""
+    s, _ = reference._tempered(reference.guided_scores(*norm[:3]), norm[3], greedy_limit=False)
+    a = torch.where(s.isfinite(), s.abs(), 0.0)
+    return a.amax(-1) if a.shape[-1] else torch.zeros(a.shape[0], dtype=torch.float64)
+
+
 def _greedy_near_tie(logits2, bias2, gamma, temperature, scale):
     """Rows where T == 0 and the two best guided scores are a near-tie (the point mass may sit on either)."""
     from fuzz_checks import TIE_ATOL, TIE_RTOL, _top2_gap
@@ -133,7 +142,9 @@ def check_guided_log_softmax(backend, case: Case):
     norm = _normalized(b)
     scale = rounding_scale(*norm)
     keep = ~_greedy_near_tie(*norm, scale)
-    check_values(got.reshape(n, v).cpu()[keep], ref.reshape(n, v)[keep], scale[keep], "guided_log_softmax")
+    extra = known_finding_atol(backend.name, "guided_log_softmax", _row_max(norm))
+    extra = extra[keep] if isinstance(extra, torch.Tensor) else extra
+    check_values(got.reshape(n, v).cpu()[keep], ref.reshape(n, v)[keep], scale[keep], "guided_log_softmax", extra)
     COUNTS[f"guided_log_softmax/{backend!r}"] += 1
 
 
@@ -147,10 +158,15 @@ def check_topk_log_softmax(backend, case: Case, k: int):
     assert values.shape == ids.shape == b.lead + (k,)
     norm = _normalized(b)
     scale = rounding_scale(*norm)
-    keep = ~_greedy_near_tie(*norm, scale)
+    invalid = ref_values.reshape(n, k)[:, 0].isnan() if k else torch.zeros(n, dtype=torch.bool)
+    known = known_finding(backend.name, "topk_log_softmax", None, norm[3], invalid=invalid)
+    COUNTS["known_finding_rows"] += int(known.sum())
+    keep = ~_greedy_near_tie(*norm, scale) & ~known
     values, ids = values.reshape(n, k).cpu()[keep], ids.reshape(n, k).cpu()[keep]
     ref_values, ref_ids = ref_values.reshape(n, k)[keep], ref_ids.reshape(n, k)[keep]
-    check_values(values, ref_values, scale[keep], "topk_log_softmax values")
+    extra = known_finding_atol(backend.name, "topk_log_softmax", _row_max(norm))
+    extra = extra[keep] if isinstance(extra, torch.Tensor) else extra
+    check_values(values, ref_values, scale[keep], "topk_log_softmax values", extra)
     # -inf places (fewer than k allowed tokens) and invalid rows (-1) are fixed exactly; elsewhere the ids may
     # permute within near-ties, so each id must carry its reference log-probability
     fixed = ref_values.isinf() | ref_values.isnan()
@@ -159,8 +175,9 @@ def check_topk_log_softmax(backend, case: Case, k: int):
     if chosen.any():
         ref_logp = gtl_kernels.guided_log_softmax(*cpu_args, backend="torch").reshape(n, v)[keep]
         assert ((ids[chosen] >= 0) & (ids[chosen] < v)).all()
+        extra = extra.unsqueeze(-1).expand(-1, k)[chosen] if isinstance(extra, torch.Tensor) else extra
         check_values(ref_logp.gather(1, ids.clamp(0, v - 1))[chosen], values[chosen],
-                     scale[keep].unsqueeze(-1).expand(-1, k)[chosen], "topk_log_softmax ids")
+                     scale[keep].unsqueeze(-1).expand(-1, k)[chosen], "topk_log_softmax ids", extra)
         valid = ~ref_values[:, :1].isnan().squeeze(-1)
         for row in ids[valid]:
             assert len(set(row.tolist())) == k, f"topk_log_softmax: repeated ids {row.tolist()}"
@@ -254,6 +271,13 @@ OPS = ("guided_log_softmax", "topk_log_softmax", "confidence", "sample", "masked
 
 
 def _run(backend, op, case, extra):
+    _run_case(backend, op, case, extra)
+    COUNTS["cases"] += 1
+    if COUNTS["cases"] % 20 == 0:  # a time-limited deep run that is stopped keeps its counts
+        _write_report()
+
+
+def _run_case(backend, op, case, extra):
     if op == "guided_log_softmax":
         check_guided_log_softmax(backend, case)
     elif op == "topk_log_softmax":
@@ -278,7 +302,7 @@ def test_fuzz(backend, op, case, extra):
 @pytest.mark.skipif(not INTERPRETED, reason="the Triton interpreter is not under test")
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("backend", INTERPRETED, ids=repr)
-@_settings(INTERPRETED_EXAMPLES)
+@_settings(INTERPRETED_EXAMPLES, shrink=False)  # shrinking would rerun the slow interpreter hundreds of times
 @given(case=cases(**SMALL), extra=st.integers(0, 40))
 def test_fuzz_interpreted(backend, op, case, extra):
     _run(backend, op, case, extra)
