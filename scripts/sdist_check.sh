@@ -21,25 +21,29 @@ WHEEL=$(ls "$WORK"/dist/*.whl)
 echo "sdist_check: built $(basename "$SDIST") and $(basename "$WHEEL")"
 
 # 2. every source file the build could read is in the sdist (the CUDA ones too, which this build did not compile)
-missing=$(cd "$ROOT" && git ls-files csrc | while read -r f; do
-  tar -tzf "$SDIST" | grep -qx "[^/]*/$f" || echo "$f"
-done)
+tar -tzf "$SDIST" | sed 's|^[^/]*/||' >"$WORK/sdist_files"
+missing=$(cd "$ROOT" && git ls-files csrc | grep -vxFf "$WORK/sdist_files" || true)
 if [ -n "$missing" ]; then echo "sdist_check: missing from the sdist:"; echo "$missing"; exit 1; fi
 
-# 3. a fresh venv that sees the build environment's torch (and numpy, tqdm, matplotlib) through a .pth path entry:
-#    the path is appended after the venv's own site-packages, and .pth files in it are not processed, so an
-#    editable install of the source tree there is not picked up.
+# 3. a fresh venv that sees the build environment's packages (torch and its dependencies, numpy, tqdm, matplotlib)
+#    through .pth path entries: they are appended after the venv's own site-packages, and .pth files in them are not
+#    processed, so an editable install of the source tree there is not picked up.
 "$PY" -m venv "$WORK/venv"
 SITE=$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-"$PY" -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))" >"$SITE/build_env_torch.pth"
-"$WORK/venv/bin/python" -m pip install -q --no-index --disable-pip-version-check "$WHEEL"
+"$PY" -c "import sys; print('\n'.join(p for p in sys.path if p.endswith('-packages')))" >"$SITE/build_env.pth"
+# --no-deps: the build environment need not satisfy every pin of torch's own metadata; the runtime dependencies
+# are imported by the smoke test instead.
+"$WORK/venv/bin/python" -m pip install -q --no-index --no-deps --disable-pip-version-check "$WHEEL"
 
 # 4. smoke test from outside the source tree
 WANT=$("$PY" -c "import tomllib; print(tomllib.load(open('$ROOT/pyproject.toml', 'rb'))['project']['version'])")
 "$WORK/venv/bin/python" - "$WORK/venv" "$WANT" <<'PY'
 import sys
 
+import matplotlib  # noqa: F401  (the runtime dependencies of pyproject.toml)
+import numpy  # noqa: F401
 import torch
+import tqdm  # noqa: F401
 
 import gtl_kernels
 

@@ -169,3 +169,4 @@ def test_interleaved_run_reports_the_streaming_read_floor_and_per_round_ratios(t
         if "samples_s" in torch_:  # the reference is timed by its checked call alone when that call was slow
             want = statistics.median(a / b for a, b in zip(torch_["samples_s"], amax["samples_s"]))
             assert torch_["ratio"]["amax"] == pytest.approx(want)
+            assert len(torch_["cpu_samples_s"]) == len(torch_["samples_s"]) and torch_["ratio_cpu"]["amax"] > 0

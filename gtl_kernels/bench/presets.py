@@ -2,7 +2,8 @@
 
 * ``cpu-ratios``: the CPU backend's table at issue 3's shapes (fp32 and bf16), every op with and without a dense
   bias, against ``torch.argmax``, the streaming read ``torch.amax``, ``torch.log_softmax`` and a copy, timed
-  round-robin (``--interleave``) so the ratios hold on a shared machine.
+  round-robin (``--interleave``) so the ratios hold on a shared machine; ``--slow-s 10`` keeps calls that a loaded
+  machine slows past the default half second in the rounds (no float64 reference is timed here).
 * ``gpu-quick``: the Triton sampling ops at issue 4's GPU shapes (bf16, with and without bias) against the floors,
   the copy and the PyTorch step in fp32 and float64 noise.
 * ``triton-sweep``: the launch settings of the Triton chunked race (``GTL_TRITON_BLOCK``,
@@ -19,7 +20,7 @@ PRESETS: dict[str, list[str]] = {
     "cpu-ratios": [
         "--device", "cpu", "--backends", "cpu", "--shapes", "1024x30522,256x128256", "--dtypes", "fp32,bf16",
         "--kinds", "all", "--bias", "both", "--baselines", "argmax,amax,log_softmax,copy", "--interleave",
-        "--max-runs", "15", "--min-time", "0.3", "--no-e2e",
+        "--max-runs", "15", "--min-time", "0.3", "--slow-s", "10", "--no-e2e",
     ],
     "gpu-quick": [
         "--device", "cuda", "--dtypes", "bf16", "--backends", "triton", "--ops", "sample,masked_transition",

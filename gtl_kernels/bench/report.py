@@ -81,15 +81,17 @@ def text_table(doc: dict) -> str:
         best = goals_mod.best_backend(c) or _result(c, "torch")
         gbps = ""
         if best and best.get("gbps"):
-            gbps = (f"{fmt_ratio(best.get('ratio', {}).get('amax')):>6} {best['gbps']:6.3g} "
-                    f"{best.get('elems_per_s', 0) / 1e9:6.3g} ({best['impl']})")
+            cpu_amax = best.get("ratio_cpu", {}).get("amax")
+            gbps = (f"{fmt_ratio(best.get('ratio', {}).get('amax')):>6}"
+                    + (f" (cpu {fmt_ratio(cpu_amax)})" if cpu_amax else "")
+                    + f" {best['gbps']:6.3g} {best.get('elems_per_s', 0) / 1e9:6.3g} ({best['impl']})")
         lines.append(f"{c['label']:<{width}}  {cells}  {gbps}")
     problems = [(c["label"], r) for c in cases for r in c["results"] if r["status"] in ("failed", "error")]
     for label, r in problems:
         lines.append(f"{r['status'].upper()}: {label} | {r['impl']}: {r.get('reason', '')}")
     lines.append("cells: time / torch.argmax time on the same logits in the same run (argmax and amax columns: their "
-                 "time); best: the fastest backend's time / torch.amax time (one streaming read), bytes and logits "
-                 "elements per second")
+                 "time); best: the fastest backend's time / torch.amax time (one streaming read; with --interleave "
+                 "also in process CPU time), bytes and logits elements per second")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -334,22 +335,28 @@ def run_case_interleaved(impls: list[Impl], case: Case, inp: Inputs, ref: Refere
         else:
             live.append((rec, fn))
     samples: dict[int, list[float]] = {id(rec): [] for rec, _ in live}
+    cpu: dict[int, list[float]] = {id(rec): [] for rec, _ in live}
     spent, reps = 0.0, 0
     while live and reps < config.max_runs and (reps < 3 or spent < config.min_time * len(live)):
         for rec, fn in list(live):
             try:
+                c0 = time.process_time()
                 dt = time_once(fn, config.device)[1]
+                dc = time.process_time() - c0
             except Exception as exc:
                 rec.update(status="skipped" if _is_oom(exc) else "error", reason=_short(exc))
                 live.remove((rec, fn))
                 continue
             samples[id(rec)].append(dt)
+            cpu[id(rec)].append(dc)
             spent += dt
         reps += 1
     for rec, _ in live:
         times = samples[id(rec)]
         rec.update(time_s=statistics.median(times), runs=len(times), min_s=min(times), method="wall, interleaved",
                    samples_s=times)
+        if config.device.type == "cpu":  # CPU time of the process (all threads): the work, whatever the load
+            rec.update(cpu_s=statistics.median(cpu[id(rec)]), cpu_samples_s=cpu[id(rec)])
     return [rec for rec, _, _ in prepared]
 
 
@@ -374,6 +381,7 @@ def add_ratios(case: Case, results: list[dict], logits_bytes: int) -> None:
     """:func:`derived` numbers for every timed result of a case (in place)."""
     times = {r["impl"]: r["time_s"] for r in results if r.get("time_s")}
     samples = {r["impl"]: r["samples_s"] for r in results if r.get("samples_s")}
+    cpu = {r["impl"]: r["cpu_samples_s"] for r in results if r.get("cpu_samples_s")}
     for r in results:
         if r.get("time_s"):
             r.update(derived(case, r["impl"], r["time_s"], times, logits_bytes))
@@ -383,6 +391,17 @@ def add_ratios(case: Case, results: list[dict], logits_bytes: int) -> None:
                 other = samples.get(base)
                 if mine and other and len(mine) == len(other):
                     r["ratio"][base] = statistics.median(a / b for a, b in zip(mine, other))
+            # The same in process CPU time: on a machine shared with other work, wall time also measures how much of
+            # the cores the process got; CPU time measures the work done.
+            mine = cpu.get(r["impl"])
+            ratio_cpu = {}
+            for base in r["ratio"]:
+                other = cpu.get(base)
+                pairs = [(a, b) for a, b in zip(mine or (), other or ()) if b > 0]
+                if mine and other and len(mine) == len(other) and pairs:
+                    ratio_cpu[base] = statistics.median(a / b for a, b in pairs)
+            if ratio_cpu:
+                r["ratio_cpu"] = ratio_cpu
 
 
 # ---------------------------------------------------------------------------------------------------------------------
