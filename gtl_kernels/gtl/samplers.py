@@ -187,12 +187,15 @@ def _generate(sampler, n_samples: int, length: int, seed: int, batch_size: int, 
     return out, stats
 
 
-def _denoise(denoiser, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def _denoise(denoiser, z: torch.Tensor, t: torch.Tensor, mask_id: int) -> torch.Tensor:
     """The denoiser's scores ``[B, L, V + 1]`` (fp32): its unnormalized ``scores`` when it has them (only the rows a
     step uses are then normalized, inside the kernels), else its log-probabilities."""
     fn = getattr(denoiser, "scores", None) or denoiser
     out = fn(z, t)
     _check_model_output("denoiser", out, tuple(z.shape), vocab_last=True)
+    if out.shape[-1] <= mask_id:
+        raise ValueError(f"denoiser returned {out.shape[-1]} columns, but the mask token {mask_id} needs a column "
+                         f"(expected [{', '.join(map(str, z.shape))}, V + 1] with mask_id = V)")
     return out.float()
 
 
@@ -330,7 +333,8 @@ class AncestralSampler:
             _check_model_output("logits", logits, tuple(z.shape), vocab_last=True)
             state.scores = logits
         elif stale.any():
-            fresh = _denoise(self.denoiser, z[stale], torch.full((int(stale.sum()),), t, device=z.device))
+            fresh = _denoise(self.denoiser, z[stale], torch.full((int(stale.sum()),), t, device=z.device),
+                             self.mask_id)
             whole = state.scores is None or bool(stale.all())
             state.scores = fresh if whole else state.scores.index_put((stale,), fresh)
             stats.denoiser_passes += int(stale.sum())
@@ -542,7 +546,7 @@ class ScheduledSampler:
         if not bool((n_masked > 0).any()):
             return z, stats
         if logits is None:
-            logits = _denoise(self.denoiser, z, masked.float().mean(1))  # the masked fraction: no time grid here
+            logits = _denoise(self.denoiser, z, masked.float().mean(1), self.mask_id)  # masked fraction: no time grid
             stats.denoiser_passes += z.shape[0]
             stats.denoiser_calls += 1
         else:
