@@ -63,6 +63,7 @@ bench: setup
 	mkdir -p results
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-json=results/pytest-benchmark.json
 	$(VENV)/bin/gtl-bench --json results/bench.json --png results/bench.png
+	$(VENV)/bin/gtl-bench --compat --json results/compat.json --markdown results/compat.md
 
 # every benchmark once, on tiny shapes, as a test (CI), so the benchmarks cannot rot
 bench-smoke: setup
