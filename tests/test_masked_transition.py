@@ -201,3 +201,38 @@ def test_candidate_path_mask_id_beyond_the_columns(backend):
     assert (out.unsqueeze(1) == index).any(1).all()
     with pytest.raises(ValueError, match="mask_id"):
         gtl_kernels.masked_transition(x_t, logits, stay_prob=0.0, mask_id=mask, seeds=1, backend=backend.name)
+
+
+@pytest.mark.parametrize("top_k", [0, 5, 1100])
+def test_candidate_path_cross_backend_identity(backend, top_k):
+    """Every path of the draw on the candidate path (the plain race, the top-k buffer, top_k above the Triton
+    buffer's 1024, greedy rows) equals the reference: the mask id in several columns (duplicates included), column
+    ``mask_id`` itself an ordinary candidate, a row whose only finite candidate is the mask (-1), copied rows, an
+    index with a row stride wider than its rows."""
+    if backend.name == "torch":
+        pytest.skip("the reference itself")
+    n, k, mask = (24 if backend.interpreted else 600), 1200, 40_000
+    logits = random_logits(n, k, torch.float32, backend.device, scale=2.0, seed=18)
+    bias = random_logits(n, k, torch.bfloat16, backend.device, scale=1.0, seed=19)
+    wide = _candidates(n, k + 7, 50_000, backend.device, seed=20)
+    index = wide[:, 3 : k + 3]  # row stride k + 7
+    index[::3, [5, 900]] = mask
+    logits[::3, [5, 900]] = 60.0  # the mask candidates would win if allowed
+    index[1::3, 17] = 3  # a real token at column 3's id: duplicates keep their own noise
+    logits[2] = -math.inf
+    index[2, 11] = mask
+    logits[2, 11] = 0.0  # only the mask is finite: nothing allowed
+    x_t = torch.full((n,), mask, device=backend.device)
+    x_t[4::6] = 77
+    temperature = torch.full((n,), 0.8, device=backend.device)
+    temperature[5::4] = 0.0  # greedy rows
+    stay = torch.full((n,), 0.2, device=backend.device)
+    stay[2] = 0.0
+    kw = dict(gamma=0.6, temperature=temperature, top_k=top_k, stay_prob=stay, mask_id=mask, index=index, seeds=21,
+              offset=3)
+    out = gtl_kernels.masked_transition(x_t, logits, bias, backend=backend.name, **kw)
+    ref = gtl_kernels.masked_transition(x_t, logits, bias, backend="torch", **kw)
+    assert out[2] == -1 and ref[2] == -1
+    revealed = (x_t == mask) & (out != mask) & (out >= 0)
+    assert int(revealed.sum()) > n // 3 and (out[revealed].unsqueeze(1) == index[revealed]).any(1).all()
+    assert (out != ref).sum() <= max(1, n // 10_000)

@@ -124,12 +124,20 @@ def _all_ops(logits, bias, gamma, temperature, seeds, offset):
     x_t = torch.full((n,), 3, dtype=torch.int64, device=DEVICE)
     x_t[1] = 5
     stay = torch.full((n,), 0.2, device=DEVICE)
+    # candidate path: ids that are not the columns, the mask id (3) in a few columns, its highest-scoring one included
+    index = torch.arange(v, 0, -1, device=DEVICE).expand(n, v).clone() + 100
+    index[:, 5::700] = 3
+    index[torch.arange(n, device=DEVICE), logits.float().nan_to_num(-INF).argmax(1)] = 3
     out = {
         "lsm": torch.ops.gtl.guided_log_softmax_triton(logits, bias, gamma, temperature),
         "sample": torch.ops.gtl.sample_triton(logits, bias, gamma, temperature, 0, seeds, offset, None),
         "sample_k": torch.ops.gtl.sample_triton(logits, bias, gamma, temperature, 7, seeds, offset, None),
         "masked": torch.ops.gtl.masked_transition_triton(x_t, logits, bias, gamma, temperature, 0, stay, 3, seeds,
                                                          offset),
+        "masked_index": torch.ops.gtl.masked_transition_triton(x_t, logits, bias, gamma, temperature, 0, stay, 3,
+                                                               seeds, offset, index),
+        "masked_index_k": torch.ops.gtl.masked_transition_triton(x_t, logits, bias, gamma, temperature, 7, stay, 3,
+                                                                 seeds, offset, index),
         "topk": torch.ops.gtl.topk_log_softmax_triton(logits, 5, bias, gamma, temperature),
     }
     for kind in ("max_prob", "margin", "neg_entropy"):
@@ -162,8 +170,8 @@ def test_rows_do_not_depend_on_the_batch():
     shuffled = _all_ops(logits[perm], bias[perm], gamma[perm], temperature[perm], seeds[perm], offset)
     inv = torch.argsort(perm)
     for key in full:
-        if key == "masked":
-            continue  # x_t is positional in _all_ops
+        if key.startswith("masked"):
+            continue  # x_t and the candidates' mask columns are positional in _all_ops
         x, y = (full[key], shuffled[key]) if isinstance(full[key], tuple) else ((full[key],), (shuffled[key],))
         for p, q in zip(x, y):
             assert torch.equal(p.nan_to_num(-1.5), q[inv].nan_to_num(-1.5)), key
@@ -238,7 +246,12 @@ def _compile_cases():
         (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=64, CT=128, MASKED=False, FUSED=True, **race)),
         (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=1024, CT=8, MASKED=True, FUSED=False, **race)),
         (_race._topk_fold_kernel, dict(R=1, SPLITS_PAD=4, K_PAD=64, CT=128, HAS_INDEX=False, MASKED=True)),
-        (_race._scores_kernel, dict(BLOCK=4096, HAS_BIAS=True, MASKED=True)),
+        (_race._chunk_race_kernel, dict(CB=4, CW=1024, NCH=32, MASKED=True, FUSED=True, R=1, HAS_BIAS=True,
+                                        HAS_INDEX=True)),
+        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=64, CT=128, MASKED=True, FUSED=True, R=1, HAS_BIAS=True,
+                                       HAS_INDEX=True)),
+        (_race._scores_kernel, dict(BLOCK=4096, HAS_BIAS=True, MASKED=True, HAS_INDEX=False)),
+        (_race._scores_kernel, dict(BLOCK=4096, HAS_BIAS=True, MASKED=True, HAS_INDEX=True)),
         (_stats._stats_kernel, dict(BLOCK=4096, HAS_BIAS=True, CONFIDENCE=True, K_PAD=0)),
         (_stats._stats_kernel, dict(BLOCK=2048, HAS_BIAS=False, CONFIDENCE=False, K_PAD=64)),
         (guided_log_softmax._write_kernel, dict(BLOCK=4096, HAS_BIAS=True)),

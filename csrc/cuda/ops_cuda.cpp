@@ -92,6 +92,15 @@ void set_rng(const char* op, Problem& p, const at::Tensor& logits, const at::Ten
   p.offset = offset.data_ptr<int64_t>();  // read by the kernel: no host sync
 }
 
+// The candidate path's index (sample, masked_transition): int64 token ids of the shape of logits, or none.
+void set_index(const char* op, Problem& p, const at::Tensor& logits, const c10::optional<at::Tensor>& index) {
+  if (!index.has_value() || !index->defined()) return;
+  check_rows(op, "index", *index, logits);
+  TORCH_CHECK(index->scalar_type() == at::kLong, op, ": index must be int64, got ", index->scalar_type());
+  p.index = index->data_ptr<int64_t>();
+  p.index_stride = index->stride(0);
+}
+
 int num_sms() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
 // Allocates the plan's workspace (if any) into `p` and returns it (kept alive until the launch is enqueued; the
@@ -125,12 +134,7 @@ at::Tensor sample_cuda(const at::Tensor& logits, const c10::optional<at::Tensor>
   TORCH_CHECK(top_k >= 0, "sample: top_k must be >= 0, got ", top_k);
   set_rng("sample", p, logits, seeds, offset);
   p.top_k = top_k >= p.v ? 0 : top_k;
-  if (index.has_value()) {
-    check_rows("sample", "index", *index, logits);
-    TORCH_CHECK(index->scalar_type() == at::kLong, "sample: index must be int64");
-    p.index = index->data_ptr<int64_t>();
-    p.index_stride = index->stride(0);
-  }
+  set_index("sample", p, logits, index);
   at::Tensor out = at::empty({p.n}, logits.options().dtype(at::kLong));
   if (p.n == 0) return out;
   p.out_ids = out.data_ptr<int64_t>();
@@ -143,11 +147,14 @@ at::Tensor sample_cuda(const at::Tensor& logits, const c10::optional<at::Tensor>
 at::Tensor masked_transition_cuda(const at::Tensor& x_t, const at::Tensor& logits, const c10::optional<at::Tensor>& bias,
                                   const at::Tensor& gamma, const at::Tensor& temperature, int64_t top_k,
                                   const at::Tensor& stay_prob, int64_t mask_id, const at::Tensor& seeds,
-                                  const at::Tensor& offset) {
+                                  const at::Tensor& offset, const c10::optional<at::Tensor>& index) {
   const c10::cuda::CUDAGuard guard(logits.device());
   Problem p = scores_problem("masked_transition", logits, bias, gamma, temperature);
   TORCH_CHECK(top_k >= 0, "masked_transition: top_k must be >= 0, got ", top_k);
-  TORCH_CHECK(mask_id >= 0 && mask_id < p.v, "masked_transition: mask_id must be in [0, ", p.v, "), got ", mask_id);
+  set_index("masked_transition", p, logits, index);
+  // On the candidate path mask_id is a token id of the full vocabulary, not a column.
+  TORCH_CHECK(mask_id >= 0 && (p.index != nullptr || mask_id < p.v), "masked_transition: mask_id must be in [0, ",
+              p.v, "), got ", mask_id);
   check_per_row("masked_transition", "x_t", x_t, logits, at::kLong);
   check_per_row("masked_transition", "stay_prob", stay_prob, logits, at::kFloat);
   set_rng("masked_transition", p, logits, seeds, offset);

@@ -19,7 +19,9 @@ over them: no second read at all. Larger ``top_k`` (below ``V``) takes a slow pa
 for the kept set, then the chunked race over the kept scores.
 
 ``masked_transition`` (``MASKED``): a row whose ``x_t`` is not the mask is copied, and a masked row that stays masked
-(``U(0, stream 1) < stay_prob``, decided first) is not read either; ``mask_id`` is never drawn.
+(``U(0, stream 1) < stay_prob``, decided first) is not read either; ``mask_id`` is never drawn. On its candidate path
+(``MASKED`` and ``HAS_INDEX``) the excluded columns are those whose id ``index[r, col]`` is ``mask_id``, read beside
+the scores wherever they are loaded (``_draw_scores``), so every path above sees the same allowed set.
 """
 
 from __future__ import annotations
@@ -89,15 +91,32 @@ def _rows_write(out_ptr, index_ptr, stride_i, rows, ok, token, x, draw, bad, HAS
     tl.store(out_ptr + rows, token, mask=ok)
 
 
+@triton.jit
+def _draw_scores(logits_ptr, l_off, bias_ptr, b_off, index_ptr, i_off, col, mask, gamma, inv_t, mask_id,
+                 HAS_BIAS: tl.constexpr, MASKED: tl.constexpr, HAS_INDEX: tl.constexpr):
+    """``load_scores`` with the masked transition's exclusion (KERNEL_SPEC §2 ``masked_transition``): column
+    ``mask_id``, or on the candidate path every column whose id ``index[r, col]`` is ``mask_id`` (``i_off``: the
+    rows' 64-bit offsets into ``index``; ids are read only where ``mask`` holds, and ``mask_id >= 0`` never matches
+    the ``-1`` of the others)."""
+    if HAS_INDEX:
+        s = load_scores(logits_ptr, l_off, bias_ptr, b_off, col, mask, gamma, inv_t, mask_id, HAS_BIAS, False)
+        if MASKED:
+            ids = tl.load(index_ptr + i_off + col, mask=mask, other=-1)
+            s = tl.where(ids == mask_id, float("-inf"), s)
+    else:
+        s = load_scores(logits_ptr, l_off, bias_ptr, b_off, col, mask, gamma, inv_t, mask_id, HAS_BIAS, MASKED)
+    return s
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Chunked race (top_k == 0)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 @triton.jit
-def _chunk_scan(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_ptr, rows, V, n_chunks, gamma, inv_t,
-                greedy, draw, mask_id, blk_lo, blk_hi, CB: tl.constexpr, CW: tl.constexpr, HAS_BIAS: tl.constexpr,
-                MASKED: tl.constexpr):
+def _chunk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, max_ptr, sum_ptr, cnt_ptr, rows, V,
+                n_chunks, gamma, inv_t, greedy, draw, mask_id, blk_lo, blk_hi, CB: tl.constexpr, CW: tl.constexpr,
+                HAS_BIAS: tl.constexpr, MASKED: tl.constexpr, HAS_INDEX: tl.constexpr):
     """Blocks ``[blk_lo, blk_hi)`` of the rows that draw.
 
     ``T > 0`` rows: each chunk's maximum and ``sum exp(s - max)`` go to the workspace (``+inf`` counts too, for
@@ -117,6 +136,7 @@ def _chunk_scan(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_
     rows64 = rows.to(tl.int64)
     l_off = (rows64 * stride_l)[:, None, None]
     b_off = (rows64 * stride_b)[:, None, None]
+    i_off = (rows64 * stride_i)[:, None, None]
     ws_row = (rows64 * n_chunks)[:, None]
     g3 = gamma[:, None, None]
     c2 = (inv_t * 1.4426950408889634)[:, None]  # log2(e) / T
@@ -129,7 +149,8 @@ def _chunk_scan(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_
         chunk = blk * CB + cidx
         col = (chunk[:, None] * CHUNK_C + tok[None, :])[None, :, :]
         # guided scores before the temperature (T > 0 keeps their order; T == 0 rows use them as they are)
-        s = load_scores(logits_ptr, l_off, bias_ptr, b_off, col, d3 & (col < V), g3, 1.0, mask_id, HAS_BIAS, MASKED)
+        s = _draw_scores(logits_ptr, l_off, bias_ptr, b_off, index_ptr, i_off, col, d3 & (col < V), g3, 1.0, mask_id,
+                         HAS_BIAS, MASKED, HAS_INDEX)
         if any_picking:  # T == 0: first maximum, NaN check
             nan = tl.max(tl.max((s != s).to(tl.int32), axis=2), axis=1)
             m = tl.max(tl.max(s, axis=2), axis=1)
@@ -186,9 +207,10 @@ def _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_
     token = tl.where(greedy, garg, -1)
     if tl.max(racing.to(tl.int32)) > 0:
         col = chunk[:, None] * CHUNK_C + tl.arange(0, CW)[None, :]
-        s = load_scores(logits_ptr, (rows.to(tl.int64) * stride_l)[:, None], bias_ptr,
-                        (rows.to(tl.int64) * stride_b)[:, None], col, racing[:, None] & (col < V), gamma[:, None],
-                        inv_t[:, None], mask_id, HAS_BIAS, MASKED)
+        rows64 = rows.to(tl.int64)
+        s = _draw_scores(logits_ptr, (rows64 * stride_l)[:, None], bias_ptr, (rows64 * stride_b)[:, None], index_ptr,
+                         (rows64 * stride_i)[:, None], col, racing[:, None] & (col < V), gamma[:, None],
+                         inv_t[:, None], mask_id, HAS_BIAS, MASKED, HAS_INDEX)
         allowed = tl.where(pinf_mode[:, None], s == float("inf"), s > float("-inf"))
         score = tl.where(pinf_mode[:, None], 0.0, s)
         tw0, tw1 = philox_words(seed[:, None] + col * 0, col, offset, STREAM_TOKEN)
@@ -216,8 +238,8 @@ def _chunk_race_kernel(
     # rows that draw nothing read nothing: with no such row in the program the loop is empty
     hi = tl.where(tl.max(draw.to(tl.int32)) > 0, tl.minimum(lo + blocks_per_split, n_blocks), lo)
     gval, garg, bad = _chunk_scan(
-        logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_ptr, rows, V, n_chunks, gamma, inv_t, greedy,
-        draw, mask_id, lo, hi, CB, CW, HAS_BIAS, MASKED,
+        logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, max_ptr, sum_ptr, cnt_ptr, rows, V, n_chunks,
+        gamma, inv_t, greedy, draw, mask_id, lo, hi, CB, CW, HAS_BIAS, MASKED, HAS_INDEX,
     )
     if FUSED:
         tl.debug_barrier()  # the program's own workspace stores, visible to all its threads
@@ -264,18 +286,20 @@ def _chunk_fold_kernel(
 
 
 @triton.jit
-def _topk_scan(logits_ptr, stride_l, bias_ptr, stride_b, rows, V, gamma, inv_t, draw, mask_id, blk_lo, blk_hi,
-               BLOCK: tl.constexpr, K_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, MASKED: tl.constexpr):
+def _topk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, rows, V, gamma, inv_t, draw, mask_id,
+               blk_lo, blk_hi, BLOCK: tl.constexpr, K_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
+               MASKED: tl.constexpr, HAS_INDEX: tl.constexpr):
     R: tl.constexpr = rows.shape[0]
     buf = buffer_init(R, K_PAD)
     bad = tl.full([R], 0, tl.int32)
     l_off = (rows.to(tl.int64) * stride_l)[:, None]
     b_off = (rows.to(tl.int64) * stride_b)[:, None]
+    i_off = (rows.to(tl.int64) * stride_i)[:, None]
     for blk in range(blk_lo, blk_hi):
         col = (blk * BLOCK + tl.arange(0, BLOCK))[None, :]
         inb = draw[:, None] & (col < V)
-        s = load_scores(logits_ptr, l_off, bias_ptr, b_off, col, inb, gamma[:, None], inv_t[:, None], mask_id,
-                        HAS_BIAS, MASKED)
+        s = _draw_scores(logits_ptr, l_off, bias_ptr, b_off, index_ptr, i_off, col, inb, gamma[:, None],
+                         inv_t[:, None], mask_id, HAS_BIAS, MASKED, HAS_INDEX)
         bad = bad | tl.max((s != s).to(tl.int32), axis=1)
         buf = buffer_push(buf, tl.where(inb, pack_key(s, col), KEY_PAD), K_PAD)
     return buf, bad
@@ -305,8 +329,8 @@ def _topk_race_kernel(
     )
     lo = split * blocks_per_split
     hi = tl.where(tl.max(draw.to(tl.int32)) > 0, tl.minimum(lo + blocks_per_split, n_blocks), lo)
-    buf, bad = _topk_scan(logits_ptr, stride_l, bias_ptr, stride_b, rows, V, gamma, inv_t, draw, mask_id, lo, hi,
-                          BLOCK, K_PAD, HAS_BIAS, MASKED)
+    buf, bad = _topk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, rows, V, gamma, inv_t, draw,
+                          mask_id, lo, hi, BLOCK, K_PAD, HAS_BIAS, MASKED, HAS_INDEX)
     if FUSED:
         _topk_finish(index_ptr, stride_i, out_ptr, rows, ok, V, top_k, greedy, bad_t, seed, offset, x, draw,
                      buffer_descending(buf), bad, K_PAD, CT, HAS_INDEX, MASKED)
@@ -338,13 +362,15 @@ def _topk_fold_kernel(
 
 
 @triton.jit
-def _scores_kernel(logits_ptr, stride_l, bias_ptr, stride_b, gamma_ptr, temp_ptr, out_ptr, V, mask_id,
-                   BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr, MASKED: tl.constexpr):
+def _scores_kernel(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, gamma_ptr, temp_ptr, out_ptr, V,
+                   mask_id, BLOCK: tl.constexpr, HAS_BIAS: tl.constexpr, MASKED: tl.constexpr,
+                   HAS_INDEX: tl.constexpr):
     row = tl.program_id(0)
     col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     gamma, inv_t, greedy, bad_t = row_params(gamma_ptr, temp_ptr, row, True)
-    s = load_scores(logits_ptr, row.to(tl.int64) * stride_l, bias_ptr, row.to(tl.int64) * stride_b, col, col < V,
-                    gamma, inv_t, mask_id, HAS_BIAS, MASKED)
+    row64 = row.to(tl.int64)
+    s = _draw_scores(logits_ptr, row64 * stride_l, bias_ptr, row64 * stride_b, index_ptr, row64 * stride_i, col,
+                     col < V, gamma, inv_t, mask_id, HAS_BIAS, MASKED, HAS_INDEX)
     tl.store(out_ptr + row.to(tl.int64) * V + col, s, mask=col < V)
 
 
@@ -460,15 +486,18 @@ def _launch_topk(a: _Args, top_k: int) -> None:
         )
 
 
-def scores(logits, bias, gamma, temperature, mask_id=-1):
-    """fp32 ``[N, V]`` guided, tempered scores with ``mask_id`` set to ``-inf`` (the kernels' own rounding)."""
+def scores(logits, bias, gamma, temperature, mask_id=-1, index=None):
+    """fp32 ``[N, V]`` guided, tempered scores with ``mask_id`` set to ``-inf`` (the kernels' own rounding); with
+    ``index`` (int64 ``[N, V]``, the candidate path) the columns whose id is ``mask_id`` instead."""
     n, v = logits.shape
     out = torch.empty((n, v), dtype=torch.float32, device=logits.device)
     block = _common.row_block(v, logits.device, multiple=16)
+    masked, has_index = mask_id >= 0, index is not None and mask_id >= 0
     wrap_triton(_scores_kernel)[(n, triton.cdiv(v, block))](
-        logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0), gamma,
-        temperature, out, v, mask_id,
-        BLOCK=block, HAS_BIAS=bias is not None, MASKED=mask_id >= 0, num_warps=_common.num_warps(logits.device),
+        logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0),
+        index if has_index else logits, index.stride(0) if has_index else 0, gamma, temperature, out, v, mask_id,
+        BLOCK=block, HAS_BIAS=bias is not None, MASKED=masked, HAS_INDEX=has_index,
+        num_warps=_common.num_warps(logits.device),
     )
     return out
 
@@ -477,7 +506,7 @@ def _draw_large_k(logits, bias, gamma, temperature, top_k, seeds, offset, index,
     """``top_k > K_MAX``: the kept set from ``torch.sort`` of the kernel's own scores (ties toward the lower id, NaN
     kept so the row stays invalid), then the chunked race over them at unit temperature (greedy and invalid rows
     keep their temperature's meaning)."""
-    s = scores(logits, bias, gamma, temperature, mask_id if x_t is not None else -1)
+    s = scores(logits, bias, gamma, temperature, mask_id if x_t is not None else -1, index)
     order = torch.sort(s.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf")), dim=-1,
                        descending=True, stable=True).indices[:, :top_k]
     keep = torch.zeros_like(s, dtype=torch.bool).scatter_(1, order, True) | s.isnan()

@@ -2,7 +2,9 @@
 
 Unmasked positions are copied without reading their logits row; a masked position stays masked iff
 ``U(0, stream 1) < stay_prob`` (decided first, and then its row is not read either); otherwise it gets a token drawn as
-in ``sample`` from the allowed set without ``mask_id``. The kernels live in ``_race.py``."""
+in ``sample`` from the allowed set without ``mask_id``. With ``index`` (the candidate path) the columns are
+candidates, those whose id is ``mask_id`` are excluded, the race's token counter is the column and the result is
+``index[r, column]``. The kernels live in ``_race.py``."""
 
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ def _masked_transition(
     mask_id: int,
     seeds: torch.Tensor,
     offset: torch.Tensor,
+    index: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     return _race.draw(
-        logits, bias, gamma, temperature, top_k, seeds, offset, x_t=x_t, stay_prob=stay_prob, mask_id=mask_id
+        logits, bias, gamma, temperature, top_k, seeds, offset, index=index, x_t=x_t, stay_prob=stay_prob,
+        mask_id=mask_id,
     )
 
 

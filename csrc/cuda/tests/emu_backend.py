@@ -185,6 +185,16 @@ def _rng(buf, p, seeds, offset):
     p.offset = buf.copy_in(offset.reshape(()))
 
 
+def _index(buf, p, name, logits, index):
+    """The candidate path's index (the glue's set_index): int64 of the shape of logits, unit stride along rows."""
+    if index is None:
+        return
+    if index.shape != logits.shape or index.dtype != torch.int64 or (index.size(1) > 1 and index.stride(1) != 1):
+        raise ValueError(f"{name}: index must be int64 of the shape of logits, unit stride along rows")
+    p.index = buf.copy_in(index)
+    p.index_stride = index.stride(0) if index.size(0) > 1 else index.size(1)
+
+
 def sample(logits, bias, gamma, temperature, top_k, seeds, offset, index):
     _check_scores("sample", logits, bias, gamma, temperature)
     if top_k < 0:
@@ -194,11 +204,7 @@ def sample(logits, bias, gamma, temperature, top_k, seeds, offset, index):
         p = _problem(buf, logits, bias, gamma, temperature)
         _rng(buf, p, seeds, offset)
         p.top_k = 0 if top_k >= logits.size(1) else top_k
-        if index is not None:
-            if index.shape != logits.shape or index.dtype != torch.int64:
-                raise ValueError("sample: index must be int64 of the shape of logits")
-            p.index = buf.copy_in(index)
-            p.index_stride = index.stride(0) if index.size(0) > 1 else index.size(1)
+        _index(buf, p, "sample", logits, index)
         out, p.out_ids = buf.out((logits.size(0),), torch.int64)
         if logits.size(0):
             _run("sample", p)
@@ -207,15 +213,19 @@ def sample(logits, bias, gamma, temperature, top_k, seeds, offset, index):
         buf.free()
 
 
-def masked_transition(x_t, logits, bias, gamma, temperature, top_k, stay_prob, mask_id, seeds, offset):
+def masked_transition(x_t, logits, bias, gamma, temperature, top_k, stay_prob, mask_id, seeds, offset, index=None):
     _check_scores("masked_transition", logits, bias, gamma, temperature)
-    if not 0 <= mask_id < logits.size(1):
+    if top_k < 0:
+        raise ValueError("masked_transition: top_k must be >= 0")
+    # on the candidate path mask_id is a token id of the full vocabulary, not a column
+    if mask_id < 0 or (index is None and mask_id >= logits.size(1)):
         raise ValueError("masked_transition: mask_id out of range")
     buf = _Buffers()
     try:
         p = _problem(buf, logits, bias, gamma, temperature)
         _rng(buf, p, seeds, offset)
         p.top_k = 0 if top_k >= logits.size(1) else top_k
+        _index(buf, p, "masked_transition", logits, index)
         p.x_t, p.x_t_stride = buf.copy_in(x_t), x_t.stride(0)
         p.stay_prob, p.stay_prob_stride = buf.copy_in(stay_prob), stay_prob.stride(0)
         p.mask_id = mask_id

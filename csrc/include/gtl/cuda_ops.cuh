@@ -47,6 +47,7 @@ GTL_DEV bool prepare_row(const Problem& p, int64_t r, RowCtx<TL>& row, Rng& rng,
   }
   if constexpr (kOp == Op::kMaskedTransition) {
     row.mask_id = p.mask_id;
+    if (p.index != nullptr) row.excl_ids = p.index + row_offset(r, p.index_stride);  // the candidate path
     const int64_t x = p.x_t[row_offset(r, p.x_t_stride)];
     if (x != p.mask_id) {
       decided = x;
@@ -293,7 +294,8 @@ GTL_DEV void process_row(const Problem& p, const Work& w, int64_t r, Smem& sm) {
     int64_t token = -1;
     if (valid) token = row.mode == kModeGreedy ? rs.argmax : race(row, cs, n_chunks, rs, rng, sm.sc);
     if (tid == 0) {
-      if (kOp == Op::kSample && p.index != nullptr && token >= 0) token = p.index[row_offset(r, p.index_stride) + token];
+      // the candidate path: the drawn column's id (rows decided without a draw returned above)
+      if (p.index != nullptr && token >= 0) token = p.index[row_offset(r, p.index_stride) + token];
       p.out_ids[r] = token;
     }
   } else if constexpr (kOp == Op::kConfidence) {

@@ -63,7 +63,7 @@ struct Problem {
   int64_t seeds_stride = 0;
   const int64_t* offset = nullptr;  // int64 0-dim device tensor, read in the kernel (graph capture)
   int64_t top_k = 0;                // 0: no restriction (normalized: 0 when top_k >= v)
-  const int64_t* index = nullptr;   // sample's candidate path: [n, v] token ids
+  const int64_t* index = nullptr;   // candidate path (sample, masked_transition): [n, v] token ids
   int64_t index_stride = 0;
   // masked_transition
   const int64_t* x_t = nullptr;

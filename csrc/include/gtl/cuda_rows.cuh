@@ -83,6 +83,9 @@ struct RowCtx {
   bool logits_vec = false;  // 16-byte aligned row: vector loads
   bool bias_vec = false;
   int64_t mask_id = -1;  // masked_transition: this column is excluded (it is never drawn)
+  // masked_transition's candidate path: the row's ids (index); the columns whose id is mask_id (then a token id of the
+  // full vocabulary, not a column) are excluded instead
+  const int64_t* excl_ids = nullptr;
   bool thresholded = false;  // top-k restriction: allowed iff key64(select_key(z), v) >= threshold
   uint64_t threshold = 0;
 };
@@ -131,10 +134,11 @@ GTL_DEV void with_bias_type(const RowCtx<TL>& row, F&& f) {
 // units, relative to a maximum, so that T -> 0 cannot overflow).
 GTL_DEV float guided(float logit, float gamma, float b) { return fmaf(gamma, b, logit); }
 
-// The allowed-set filters of one token: mask_id and the top-k threshold give -inf ("not allowed").
+// The allowed-set filters of one token: mask_id (or a candidate whose id is mask_id) and the top-k threshold give
+// -inf ("not allowed").
 template <class TL>
 GTL_DEV float filter_z(const RowCtx<TL>& row, int64_t v, float z) {
-  if (v == row.mask_id) return -kInf;
+  if (row.excl_ids != nullptr ? __ldg(row.excl_ids + v) == row.mask_id : v == row.mask_id) return -kInf;
   if (row.thresholded && key64(select_key(z), v) < row.threshold) return -kInf;
   return z;
 }
@@ -201,9 +205,10 @@ GTL_DEV void load_chunk_typed(const RowCtx<TL>& row, int64_t c, int lane, float 
 #pragma unroll
       for (int e = 0; e < kVec; ++e) z[j * kVec + e] = l[j][e];
   }
-  // Filters and the row end, in registers (uniform branches: taken by the mask's chunk, top-k rows, the last chunk).
+  // Filters and the row end, in registers (uniform branches: taken by the mask's chunk, every chunk of the candidate
+  // path's masked rows, top-k rows, the last chunk).
   const bool partial = base + kChunk > row.v;
-  if (partial || row.thresholded || (row.mask_id >= base && row.mask_id < base + kChunk)) {
+  if (partial || row.thresholded || row.excl_ids != nullptr || (row.mask_id >= base && row.mask_id < base + kChunk)) {
 #pragma unroll
     for (int j = 0; j < kGroups; ++j)
 #pragma unroll
