@@ -456,8 +456,9 @@ def topk_sizes(v: int, top_k: int, device: torch.device, n_rows: int = 1) -> tup
         ct = triton.next_power_of_2(n_chunks)
         return k_pad, block, ct, _common.rows_per_program(max(block, ct * k_pad), n_rows, device)
     block = max(k_pad, min(triton.next_power_of_2(v), 2048 if k_pad <= 256 else 2 * k_pad))
-    # race tiles of at most 4096 (chunk, entry) pairs: 8192 spilled on sm_80 at K_PAD 128 (aot_check)
-    return k_pad, block, max(1, min(triton.next_power_of_2(n_chunks), 4096 // k_pad)), 1
+    # race tiles of at most 64 chunks and 4096 (chunk, entry) pairs: 8192 pairs spilled on sm_80 at K_PAD 128, and
+    # 128 chunks at K_PAD 16 (gtl_kernels.triton.aot_check)
+    return k_pad, block, max(1, min(triton.next_power_of_2(n_chunks), 4096 // k_pad, 64)), 1
 
 
 def _launch_topk(a: _Args, top_k: int) -> None:
