@@ -27,7 +27,9 @@ def sequence_seeds(batch: int, seeds=None, generator: torch.Generator | None = N
     if isinstance(seeds, bool) or not isinstance(seeds, (numbers.Integral, torch.Tensor)):
         raise TypeError(f"seeds must be an int or an int64 tensor, got {type(seeds).__name__}")
     if isinstance(seeds, numbers.Integral):
-        return derive_keys(torch.tensor([int(seeds)]), torch.arange(batch)).to(device)
+        if not _INT64_MIN <= seeds <= _INT64_MAX:
+            raise ValueError(f"seeds must fit in int64, got {seeds}")
+        return derive_keys(torch.tensor([int(seeds)], device=device), torch.arange(batch, device=device))
     if seeds.dtype != torch.int64 or tuple(seeds.shape) != (batch,):
         raise ValueError(f"seeds must be an int64 tensor of shape [{batch}], got {seeds.dtype} {tuple(seeds.shape)}")
     return seeds.to(device)

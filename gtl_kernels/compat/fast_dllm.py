@@ -32,8 +32,8 @@ from .llada import (
     check_token_ids,
     get_num_transfer_tokens,
     model_logits,
-    sequence_seeds,
 )
+from ._common import sequence_seeds
 
 __all__ = ["generate", "get_transfer_index", "get_transfer_index_dynamic", "get_num_transfer_tokens"]
 
@@ -58,7 +58,7 @@ def _draws(logits, temperature, remasking, mask_index, x, seeds, generator, offs
     x0 = x.clone()
     conf_full = torch.full(x.shape, -torch.inf, dtype=torch.float64, device=x.device)
     if cand_b.numel():
-        seq = sequence_seeds(seeds, generator, x.shape[0], x.device)
+        seq = sequence_seeds(x.shape[0], seeds, generator, x.device)
         keys = reference.derive_keys(seq[cand_b], cand_l)
         x0_c, conf = candidate_draws(
             logits, None, cand_b, cand_l, keys, offset, temperature=temperature, remasking=remasking
@@ -179,7 +179,7 @@ def generate(
         (int64 ``[B, L_prompt + gen_length]``, number of model calls).
     """
     num_blocks, steps_per_block = check_schedule(prompt, steps, gen_length, block_length)
-    seq = sequence_seeds(seeds, generator, prompt.shape[0], prompt.device)
+    seq = sequence_seeds(prompt.shape[0], seeds, generator, prompt.device)
     if max_steps_per_block is None:
         max_steps_per_block = steps_per_block if threshold is None and factor is None else 16 * block_length
     batch, prompt_len = prompt.shape

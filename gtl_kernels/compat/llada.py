@@ -27,6 +27,7 @@ import numbers
 import torch
 
 from .. import ops, reference
+from ._common import sequence_seeds
 
 EOS_ID, EOT_ID, MASK_ID = 126081, 126348, 126336
 REMASKING = ("low_confidence", "random")
@@ -70,31 +71,11 @@ def check_schedule(prompt, steps, gen_length, block_length):
     return num_blocks, steps // num_blocks
 
 
-def sequence_seeds(seeds, generator, batch: int, device) -> torch.Tensor:
-    """One Philox seed per sequence, int64 ``[batch]``, from ``seeds`` (int or int64 ``[batch]``) or a generator.
-
-    An int seed gives sequence ``b`` the seed ``derive_keys(seed, b)``; neither argument: a seed drawn from
-    ``generator`` or, without one, from torch's default generator (so ``torch.manual_seed`` makes runs repeat).
-    """
-    if seeds is not None and generator is not None:
-        raise ValueError("pass seeds or generator, not both")
-    if seeds is None:
-        gen_device = generator.device if generator is not None else "cpu"
-        seeds = int(torch.randint(-(2**63), 2**63 - 1, (), generator=generator, device=gen_device))
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        if not -(2**63) <= seeds < 2**63:
-            raise ValueError(f"seeds must fit in int64, got {seeds}")
-        return reference.derive_keys(torch.tensor(int(seeds), device=device), torch.arange(batch, device=device))
-    if isinstance(seeds, torch.Tensor) and seeds.dtype == torch.int64 and seeds.shape == (batch,):
-        return seeds.to(device)
-    raise ValueError(f"seeds must be an int or an int64 tensor [{batch}] (one per sequence), got {seeds!r}")
-
-
 def row_keys(seeds, generator, batch: int, length: int, device) -> torch.Tensor:
     """Per-position Philox keys int64 ``[batch, length]``: position ``l`` of sequence ``b`` gets
-    ``derive_keys(seed_b, l)`` (see :func:`sequence_seeds`), so a sequence's draws never depend on its batch."""
-    seq = sequence_seeds(seeds, generator, batch, device)
-    return reference.derive_keys(seq.unsqueeze(-1), torch.arange(length, device=device))
+    ``derive_keys(seed_b, l)`` (see :func:`~gtl_kernels.compat._common.sequence_seeds`), so a sequence's draws never depend on its batch."""
+    seq = sequence_seeds(batch, seeds, generator, device)
+    return ops.derive_keys(seq.unsqueeze(-1), torch.arange(length, device=device))
 
 
 def model_logits(model, x, batch: int, name: str = "model", **kwargs) -> torch.Tensor:
