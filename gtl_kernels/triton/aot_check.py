@@ -7,8 +7,9 @@ configurations follow the launchers as they change; nothing here repeats their b
 compiled with ``triton.compile`` for both architectures (PTX, then the wheel's ``ptxas``), and the wheel's
 ``cuobjdump`` reads the cubin's registers, stack, local and static shared memory.
 
-Exit status 1 on a compile failure, any stack or local memory (register spills), or shared memory above the
-architecture's per-block limit. ``--markdown FILE`` writes the table between ``<!-- triton-aot:begin -->`` and
+Exit status 1 on a compile failure, a register spill (local memory, or spill stores / loads that ``ptxas -v``
+reports for a kernel with a stack frame; a frame without them is a call frame, not a spill), or shared memory above
+the architecture's per-block limit. ``--markdown FILE`` writes the table between ``<!-- triton-aot:begin -->`` and
 ``<!-- triton-aot:end -->``. The hot loops' SASS is read by ``sass.py``.
 
 Runs in its own process: under ``TRITON_INTERPRET=1`` the kernels are Python functions, so the module re-executes
@@ -365,6 +366,7 @@ class Result:
     regs: int = 0
     stack: int = 0
     local: int = 0
+    spill: int = -1  # ptxas' spill stores + loads (bytes), read when the cubin has a stack frame; -1: not read
     shared: int = 0  # dynamic shared memory Triton requests at launch (checked against the limit)
     static_shared: int = 0  # the cubin's static shared memory (the driver's reserved 1 KiB on sm_90)
     warps: int = 0
@@ -380,12 +382,27 @@ class Result:
         out = []
         if self.error:
             out.append(f"compile failed: {self.error}")
-        if self.stack or self.local:
-            out.append(f"spills or local memory (stack {self.stack} B, local {self.local} B)")
+        # A stack frame without spill stores (ptxas -v) is a call frame or a small local array, not a spill.
+        if self.local or self.spill > 0 or (self.stack and self.spill < 0):
+            out.append(f"spills or local memory (stack {self.stack} B, local {self.local} B, "
+                       f"spill stores + loads {max(self.spill, 0)} B)")
         limit = ARCHS[self.arch]["shared_limit"]
         if self.shared > limit:
             out.append(f"shared memory {self.shared} B above the {ARCHS[self.arch]['card']} limit {limit} B")
         return out
+
+
+def ptxas_spill_bytes(ptx: str, arch: int) -> int:
+    """Spill stores + loads (bytes) that ``ptxas -v`` reports for ``ptx`` on ``sm_<arch>`` (``sm_90a`` for 90, as
+    Triton compiles it): tells a register spill from a stack frame that holds no spilled register."""
+    gpu = "sm_90a" if arch == 90 else f"sm_{arch}"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        log = subprocess.run([tool("ptxas"), "-v", f"--gpu-name={gpu}", str(src), "-o", str(Path(tmp) / "k.o")],
+                             capture_output=True, text=True, check=True)
+    text = log.stdout + log.stderr
+    return sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", text))
 
 
 _LAUNCHES: list = []  # (arch, Launch) of this run; forked workers read them by position
@@ -413,6 +430,8 @@ def compile_launch(i: int, keep_sass: bool = False):
                 sass = cubin_sass(kernel.asm["cubin"], tmp)
         res.regs, res.stack, res.local = usage["REG"], usage["STACK"], usage["LOCAL"]
         res.static_shared = usage["SHARED"]
+        if res.stack or res.local:
+            res.spill = ptxas_spill_bytes(kernel.asm["ptx"], arch)
     except Exception as exc:  # reported in the table and in the exit status
         res.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
     res.seconds = time.perf_counter() - t0
