@@ -65,9 +65,11 @@ def _children() -> list[int]:
 @pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc (Linux)")
 def test_no_leftover_processes_or_temporary_files(tmp_path, monkeypatch):
     """Sampling (which may start OpenMP threads, never processes) and a 2-process torchrun leave no child process and
-    nothing in a private temporary directory (TMPDIR) they were given."""
+    nothing in a private temporary directory (TMPDIR) they were given. Children that earlier tests of this process
+    started and keep on purpose (e.g. torch.compile's worker pool) are not this test's."""
     from test_distributed import _torchrun
 
+    before = set(_children())
     private = tmp_path / "tmp"
     private.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private))
@@ -75,7 +77,7 @@ def test_no_leftover_processes_or_temporary_files(tmp_path, monkeypatch):
     sampler(8, 5, seed=0)
     _torchrun(["sample", "--samples", "6", "--length", "4", "--steps", "3", "--out", "x.pt"], tmp_path,
               TMPDIR=str(private))
-    assert _children() == []
+    assert sorted(set(_children()) - before) == []
     left = sorted(p.name for p in private.iterdir())
     assert not left, f"left in TMPDIR: {left[:5]}"
 
