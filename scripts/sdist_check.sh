@@ -8,6 +8,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
+case "$PY" in /*) ;; */*) PY="$PWD/$PY" ;; esac  # a relative path must survive the cd below
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"  # never the source tree: its build/ folder would shadow the `build` package
