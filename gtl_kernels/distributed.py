@@ -31,10 +31,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from .gtl.progress import bar as progress_bar
 from .gtl.samplers import SamplerStats
 from .gtl.schedule import LogLinearSchedule
-from .gtl.training import TrainConfig, _balanced, _lr_lambda, _noised
+from .gtl.training import TrainConfig, _balanced, _noised, fit
 
 
 def world() -> tuple[int, int]:
@@ -140,35 +139,24 @@ def train_domain_classifier(model: nn.Module, source: torch.Tensor, target: torc
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of the world size {size}")
     local = cfg.batch_size // size
     net = nn.parallel.DistributedDataParallel(model) if size > 1 else model
-    gen = torch.Generator().manual_seed(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    history: list[float] = []
-    model.train()
-    bar = progress_bar(cfg.steps, f"classifier rank {rank}", progress and rank == 0)
-    for _ in range(cfg.steps):
+
+    def loss_fn(gen):
         x, y = classifier_batch(source, target, cfg.batch_size, gen, noisy=noisy, mask_id=mask_id,
                                 label_smoothing=label_smoothing, schedule=schedule)
         x, y = x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local]
-        loss = F.binary_cross_entropy_with_logits(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # DDP: gradients averaged over ranks = the gradient of the global mean loss
-        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
+        # DDP: gradients averaged over ranks = the gradient of the global mean loss
+        return F.binary_cross_entropy_with_logits(net(x), y)
+
+    def global_mean(loss):
         value = loss.detach().double().reshape(1)
         if size > 1:
             value = value.to(_collective_device())
             dist.all_reduce(value)
             value /= size
-        history.append(float(value))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    model.eval()
-    return history
+        return float(value)
+
+    return fit(model, loss_fn, cfg, desc=f"classifier rank {rank}", progress=progress and rank == 0,
+               loss_value=global_mean)
 
 
 def train_ratio_classifier(ratio: nn.Module, source: torch.Tensor, target: torch.Tensor, cfg: TrainConfig, *,

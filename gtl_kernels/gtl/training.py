@@ -48,10 +48,13 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 
 def fit(model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor], cfg: TrainConfig, *,
-        desc: str = "train", progress: bool = True, callback: Callable[[int], None] | None = None) -> list[float]:
+        desc: str = "train", progress: bool = True, callback: Callable[[int], None] | None = None,
+        loss_value: Callable[[torch.Tensor], float] | None = None) -> list[float]:
     """Run ``cfg.steps`` AdamW steps on ``loss_fn(generator)``; returns the loss history (one float per step).
 
-    ``callback(step)`` runs after every optimizer step (e.g. held-out evaluation), with the model in train mode."""
+    ``callback(step)`` runs after every optimizer step (e.g. held-out evaluation), with the model in train mode.
+    ``loss_value(loss)`` is what the history records (default the loss itself; a distributed run records the mean
+    over ranks)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -66,7 +69,7 @@ def fit(model: nn.Module, loss_fn: Callable[[torch.Generator], torch.Tensor], cf
         nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
-        history.append(float(loss.detach()))
+        history.append(loss_value(loss) if loss_value is not None else float(loss.detach()))
         if callback is not None:
             callback(len(history))
         if bar is not None:
