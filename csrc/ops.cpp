@@ -53,7 +53,7 @@ std::string build_info() {
 TORCH_LIBRARY(gtl, m) {
   m.def("guided_log_softmax(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature) -> Tensor");
   m.def("sample(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k, Tensor seeds, Tensor offset,"
-        " Tensor? index) -> Tensor");
+        " Tensor? index) -> (Tensor, Tensor)");
   m.def("masked_transition(Tensor x_t, Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k,"
         " Tensor stay_prob, int mask_id, Tensor seeds, Tensor offset, Tensor? index=None) -> Tensor");
   m.def("topk_log_softmax(Tensor logits, int k, Tensor? bias, Tensor gamma, Tensor temperature) -> (Tensor, Tensor)");

@@ -22,7 +22,7 @@ SCHEMAS = {
     "guided_log_softmax": "(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature) -> Tensor",
     "sample": (
         "(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k, Tensor seeds, Tensor offset,"
-        " Tensor? index) -> Tensor"
+        " Tensor? index) -> (Tensor, Tensor)"
     ),
     "masked_transition": (
         "(Tensor x_t, Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k, Tensor stay_prob,"
@@ -41,7 +41,8 @@ def _fake_guided_log_softmax(logits, bias, gamma, temperature):
 
 
 def _fake_sample(logits, bias, gamma, temperature, top_k, seeds, offset, index):
-    return logits.new_empty(logits.shape[:1], dtype=torch.int64)
+    n = logits.shape[:1]
+    return logits.new_empty(n, dtype=torch.int64), logits.new_empty(n, dtype=torch.float32)
 
 
 def _fake_masked_transition(x_t, logits, bias, gamma, temperature, top_k, stay_prob, mask_id, seeds, offset, index=None):

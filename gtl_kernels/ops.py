@@ -195,8 +195,18 @@ def guided_log_softmax(logits, bias=None, gamma=1.0, temperature=1.0, *, backend
 
 
 def sample(
-    logits, bias=None, gamma=1.0, temperature=1.0, top_k=0, *, seeds=None, offset=0, index=None, backend=None
-) -> torch.Tensor:
+    logits,
+    bias=None,
+    gamma=1.0,
+    temperature=1.0,
+    top_k=0,
+    *,
+    seeds=None,
+    offset=0,
+    index=None,
+    return_logprob=False,
+    backend=None,
+):
     """One draw per row from ``softmax((logits + gamma * bias) / temperature)``, optionally top-k restricted.
 
     Exact: the two-level exponential race with 64-bit Philox uniforms (KERNEL_SPEC §3); the result of a row depends
@@ -211,8 +221,12 @@ def sample(
         offset: int or one-element int64 tensor (may live on the device, for CUDA graphs); advance it once per step.
         index: optional int64 tensor of the shape of ``logits``: candidate token ids; the result is ``index[r, c]``
             for the chosen column ``c``.
+        return_logprob: also return the log-probability of each drawn token under the distribution it was drawn
+            from (tempered, top-k restricted, over the candidates with ``index``), computed by the same read.
     Returns:
-        int64 tensor of the leading shape; -1 for invalid rows (all ``-inf``, a NaN, nothing allowed).
+        int64 tensor of the leading shape; -1 for invalid rows (all ``-inf``, a NaN, nothing allowed). With
+        ``return_logprob``, ``(tokens, logprob)``: logprob float32 of the leading shape, 0 for greedy rows
+        (``temperature == 0``, a point mass), NaN for invalid rows.
     """
     lead, v = _check_scores(logits, bias, index)
     top_k = _check_int("top_k", top_k, 0)
@@ -220,9 +234,11 @@ def sample(
     args = _common(logits, bias, gamma, temperature, lead)
     keys, off = _row_keys(seeds, lead, logits.device), _offset(offset, logits.device)
     if lead.numel() == 0:
-        return logits.new_empty(lead, dtype=torch.int64)
-    op = backends.select("sample", logits.device, backend, lead.numel())
-    return op(*args, top_k, keys, off, _rows(index, v)).view(lead)
+        tokens, logprob = logits.new_empty(lead, dtype=torch.int64), logits.new_empty(lead, dtype=torch.float32)
+    else:
+        op = backends.select("sample", logits.device, backend, lead.numel())
+        tokens, logprob = (t.view(lead) for t in op(*args, top_k, keys, off, _rows(index, v)))
+    return (tokens, logprob) if return_logprob else tokens
 
 
 def masked_transition(

@@ -250,16 +250,25 @@ def _race(s: torch.Tensor, seeds: torch.Tensor, offset: torch.Tensor) -> torch.T
 
 def _draw(
     z: torch.Tensor, temperature: torch.Tensor, top_k: int, seeds: torch.Tensor, offset: torch.Tensor
-) -> torch.Tensor:
-    """Tokens ``[N]`` drawn from guided scores ``z`` (float64 ``[N, V]``, excluded tokens already ``-inf``).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens ``[N]`` drawn from guided scores ``z`` (float64 ``[N, V]``, excluded tokens already ``-inf``), and
+    the log-probability of each under the distribution it was drawn from, float32 ``[N]`` (KERNEL_SPEC §2).
 
-    Greedy rows (``T == 0``) take the first maximum of ``z``; invalid rows (NaN, nothing allowed, ``T < 0``) get -1.
+    Greedy rows (``T == 0``) take the first maximum of ``z`` with log-probability 0 (a point mass); invalid rows
+    (NaN, nothing allowed, ``T < 0``) get -1 and NaN.
     """
     s, invalid = _tempered(z, temperature, greedy_limit=False)
-    s = _top_k_restriction(s, top_k)
-    random = _race(_plus_inf_restriction(s), seeds, offset)
-    token = torch.where(temperature > 0, random, _first_max(s)) if (temperature == 0).any() else random
-    return torch.where(invalid, -1, token)
+    allowed = _plus_inf_restriction(_top_k_restriction(s, top_k))
+    random = _race(allowed, seeds, offset)
+    logp = torch.log_softmax(allowed, dim=-1).gather(1, random.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    greedy = temperature == 0
+    if greedy.any():
+        token = torch.where(greedy, _first_max(allowed), random)
+        logp = torch.where(greedy, 0.0, logp)
+    else:
+        token = random
+    invalid = invalid | (token < 0)
+    return torch.where(invalid, -1, token), torch.where(invalid, math.nan, logp).float()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -277,13 +286,16 @@ def guided_log_softmax(logits, bias, gamma, temperature) -> torch.Tensor:
     return torch.where(invalid.unsqueeze(-1), math.nan, out).float()
 
 
-def sample(logits, bias, gamma, temperature, top_k: int, seeds, offset, index=None) -> torch.Tensor:
-    """One draw per row from the (top-k restricted) guided distribution: int64 ``[N]``, -1 for invalid rows.
+def sample(logits, bias, gamma, temperature, top_k: int, seeds, offset, index=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw per row from the (top-k restricted) guided distribution: (int64 ``[N]`` tokens, -1 for invalid
+    rows; float32 ``[N]`` log-probability of each drawn token under that distribution, 0 for greedy rows, NaN for
+    invalid ones).
 
     With ``index`` (int64 ``[N, K]``) the columns are candidates and the result is ``index[r, chosen]``; the race's
-    token counter ``a`` is the column.
+    token counter ``a`` is the column, and the log-probability is over the candidates.
     """
-    return _candidate_ids(_draw(guided_scores(logits, bias, gamma), temperature, top_k, seeds, offset), index)
+    column, logp = _draw(guided_scores(logits, bias, gamma), temperature, top_k, seeds, offset)
+    return _candidate_ids(column, index), logp
 
 
 def _candidate_ids(column: torch.Tensor, index) -> torch.Tensor:
@@ -313,7 +325,7 @@ def masked_transition(
         z = z.index_fill(1, torch.tensor([mask_id], device=z.device), -math.inf)
     else:
         z = z.masked_fill(index == mask_id, -math.inf)
-    token = _candidate_ids(_draw(z, temperature, top_k, seeds, offset), index)
+    token = _candidate_ids(_draw(z, temperature, top_k, seeds, offset)[0], index)
     stays = u_stay < stay_prob.double()
     return torch.where(x_t != mask_id, x_t, torch.where(stays, mask_id, token))
 

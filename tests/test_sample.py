@@ -273,3 +273,65 @@ def test_plus_inf_row_unaffected_by_an_invalid_neighbour(backend):
     for t in (0.0, 1.0):
         greedy = gtl_kernels.sample(logits, temperature=t, seeds=keys, backend=backend.name)
         assert greedy[0] in (3, 30) and (t or greedy[0] == 3)
+
+
+def _oracle_logprob(logits, bias, gamma, temperature, top_k, tokens):
+    """float64 ``log p(token)`` under the distribution each row was drawn from, from :func:`oracle_probs`
+    (independent of the reference's race); greedy rows are a point mass (0)."""
+    t = torch.as_tensor(temperature, dtype=torch.float32).reshape(-1).expand(logits.shape[0])
+    probs = oracle_probs(logits, bias, gamma, torch.where(t > 0, t, 1.0), top_k)
+    got = np.log(probs[np.arange(len(tokens)), tokens.clamp(min=0).cpu().numpy()])
+    return np.where(t.cpu().numpy() > 0, got, 0.0)
+
+
+@pytest.mark.parametrize("top_k", [0, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logprob_of_the_drawn_token(backend, dtype, top_k):
+    """``return_logprob``: the tokens are those of the plain call and their log-probability matches the float64
+    oracle (tempered, top-k restricted, per-row gamma / temperature, greedy rows 0), poisoned output or not."""
+    n, v = (24, 1500) if backend.interpreted else (96, 30522)
+    logits = random_logits(n, v, dtype, backend.device, scale=4.0, seed=40)
+    bias = random_logits(n, v, torch.float32, backend.device, scale=1.0, seed=41)
+    g = torch.Generator().manual_seed(42)
+    gamma = torch.rand(n, generator=g) * 2
+    temperature = torch.rand(n, generator=g) * 1.5 + 0.25
+    temperature[::7] = 0.0
+    gamma, temperature = gamma.to(backend.device), temperature.to(backend.device)
+    args = dict(top_k=top_k, seeds=torch.arange(n, device=backend.device) * 31 + 5, backend=backend.name)
+    tokens, logprob = gtl_kernels.sample(logits, bias, gamma, temperature, return_logprob=True, **args)
+    assert torch.equal(tokens, gtl_kernels.sample(logits, bias, gamma, temperature, **args))
+    assert logprob.dtype == torch.float32 and logprob.shape == (n,)
+    want = _oracle_logprob(logits.cpu(), bias.cpu(), gamma.cpu(), temperature.cpu(), top_k, tokens.cpu())
+    np.testing.assert_allclose(logprob.cpu().numpy(), want, rtol=1e-5, atol=2e-5)
+    assert (logprob[temperature == 0] == 0).all()
+
+
+def test_logprob_special_rows(backend):
+    """Invalid rows give NaN; a row holding +inf scores draws among them at -log(count); the candidate path is
+    normalized over the candidates."""
+    logits = random_logits(4, 3000, torch.float32, backend.device, seed=43)
+    logits[0, 5] = math.nan
+    logits[1] = -math.inf
+    logits[2, [10, 2999, 1700]] = math.inf
+    tokens, logprob = gtl_kernels.sample(logits, seeds=9, return_logprob=True, backend=backend.name)
+    assert tokens[0] == -1 and tokens[1] == -1 and logprob[:2].isnan().all()
+    assert int(tokens[2]) in (10, 1700, 2999)
+    assert logprob[2].item() == pytest.approx(-math.log(3), abs=1e-6)
+    want = torch.log_softmax(logits[3].double(), -1)[tokens[3]].item()
+    assert logprob[3].item() == pytest.approx(want, abs=2e-5)
+
+    scores = random_logits(6, 16, torch.float32, backend.device, seed=44)
+    index = torch.randperm(50_000, generator=torch.Generator().manual_seed(45))[:96].view(6, 16).to(backend.device)
+    tokens, logprob = gtl_kernels.sample(scores, seeds=3, index=index, return_logprob=True, backend=backend.name)
+    column = (index == tokens.unsqueeze(-1)).int().argmax(-1)
+    want = torch.log_softmax(scores.double(), -1).gather(1, column.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(logprob.double(), want, rtol=0, atol=2e-5)
+
+
+def test_logprob_negative_control():
+    """The oracle comparison can fail: log-probabilities at the wrong temperature are rejected."""
+    logits = random_logits(8, 500, torch.float32, seed=46)
+    tokens, logprob = gtl_kernels.sample(logits, temperature=0.7, seeds=1, return_logprob=True, backend="torch")
+    np.testing.assert_allclose(logprob.numpy(), _oracle_logprob(logits, None, 1.0, 0.7, 0, tokens), atol=2e-5)
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(logprob.numpy(), _oracle_logprob(logits, None, 1.0, 1.0, 0, tokens), atol=2e-5)

@@ -1,5 +1,5 @@
 // gtl::sample for the CPU dispatch key (KERNEL_SPEC §2 `sample`, §3 randomness, §4 bad input): one draw per row by
-// the two-level exponential race, in one read of each row (gtl/cpu_draw.h).
+// the two-level exponential race and its log-probability, in one read of each row (gtl/cpu_draw.h).
 #include "glue.h"
 
 #define GTL_CPU_OP_BODY "gtl/cpu_draw.h"
@@ -7,7 +7,7 @@
 
 namespace {
 
-at::Tensor sample_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& bias, const at::Tensor& gamma,
+std::tuple<at::Tensor, at::Tensor> sample_cpu(const at::Tensor& logits, const std::optional<at::Tensor>& bias, const at::Tensor& gamma,
                       const at::Tensor& temperature, int64_t top_k, const at::Tensor& seeds, const at::Tensor& offset,
                       const std::optional<at::Tensor>& index) {
   constexpr const char* op = "gtl::sample";
@@ -21,9 +21,11 @@ at::Tensor sample_cpu(const at::Tensor& logits, const std::optional<at::Tensor>&
   a.offset = gtl::cpu::offset_of(offset, op);
   const at::Tensor idx = gtl::cpu::candidate_index(index, op, &a);
   at::Tensor out = at::empty({a.s.n}, logits.options().dtype(at::kLong));
+  at::Tensor logprob = at::empty({a.s.n}, logits.options().dtype(at::kFloat));
   a.out = out.data_ptr<int64_t>();
+  a.logprob = logprob.data_ptr<float>();
   if (a.s.n > 0) GTL_CPU_DISPATCH(draw_batch, a);
-  return out;
+  return {out, logprob};
 }
 
 }  // namespace

@@ -105,6 +105,7 @@ struct DrawArgs {  // sample and masked_transition
   const float* stay_prob = nullptr;
   int64_t mask_id = -1;
   int64_t* out = nullptr;  // [n]
+  float* logprob = nullptr;  // sample only: [n] log-probability of the drawn token, or nullptr
 };
 
 struct GlsmArgs {  // guided_log_softmax

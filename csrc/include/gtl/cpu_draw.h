@@ -8,6 +8,7 @@ struct DrawScratch {
   std::vector<Cand> merged;
   std::vector<float> cz;     // candidates of the chosen chunk, padded for the vector race
   std::vector<uint32_t> cid;
+  std::vector<double> masses;  // chunk log-masses of the row, for the log-probability of the drawn token
 };
 
 // What happens to a row, decided before anything of it is read.
@@ -42,8 +43,18 @@ static inline DrawRow draw_row(const DrawArgs& a, int64_t r, Pass1Fn guided, Pas
   return d;
 }
 
-// Race among the top-k candidates: allowed = the +inf ones if any, else all of them.
-static inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed, uint64_t offset) {
+// log(sum_c exp(m_c)) of chunk log-masses, in float64 (the normalizer of the log-probability of the drawn token).
+static inline double log_total(const std::vector<double>& m) {
+  double top = -std::numeric_limits<double>::infinity();
+  for (double x : m) top = std::max(top, x);
+  double sum = 0.0;
+  for (double x : m) sum += std::exp(x - top);
+  return top + std::log(sum);
+}
+
+// Race among the top-k candidates: allowed = the +inf ones if any, else all of them. *lp: log-probability of the
+// winner among the allowed candidates.
+static inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed, uint64_t offset, double* lp) {
   std::vector<Cand>& cand = s.merged;
   if (cand.empty()) return -1;
   const bool inf_mode = std::any_of(cand.begin(), cand.end(), [](Cand c) { return cand_z(c) == kInf; });
@@ -55,6 +66,8 @@ static inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed,
   double best = -std::numeric_limits<double>::infinity();
   size_t best_b = 0, best_e = 0;
   float best_mz = 0.f;
+  std::vector<double>& masses = s.masses;
+  masses.clear();
   for (size_t b = 0; b < cand.size();) {
     const int64_t c = cand_id(cand[b]) / kChunk;
     size_t e = b;
@@ -68,6 +81,7 @@ static inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed,
       for (size_t i = b; i < e; ++i) sum += std::exp((static_cast<double>(cand_z(cand[i])) - mz) / d.s.t);
       m = static_cast<double>(mz) / d.s.t + std::log(sum);
     }
+    masses.push_back(m);
     const double key = m - chunk_race_log_e(seed, offset, c);
     if (key > best) {
       best = key;
@@ -86,12 +100,16 @@ static inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed,
   }
   const RaceRow rr{PhiloxKeys(seed), offset, best_mz, d.s.tp, inf_mode};
   const int64_t pos = token_race(s.cz.data(), s.cid.data(), 0u, n, rr);
-  return pos < 0 ? -1 : s.cid[pos];
+  if (pos < 0) return -1;
+  *lp = inf_mode ? -std::log(static_cast<double>(cand.size())) : s.cz[pos] / d.s.t - log_total(masses);
+  return s.cid[pos];
 }
 
-// The drawn column of a row that is read, or -1 (KERNEL_SPEC §4: NaN score, nothing allowed).
+// The drawn column of a row that is read, or -1 (KERNEL_SPEC §4: NaN score, nothing allowed), and in *lp its
+// log-probability under the distribution it was drawn from (KERNEL_SPEC §2 `sample`): z / T - log sum_c exp(M_c)
+// from the chunk statistics the race already holds, 0 for greedy rows; no further read of the row.
 static inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d, const ChunkStats* st,
-                                  int64_t n_chunks, DrawScratch* parts, int64_t nparts) {
+                                  int64_t n_chunks, DrawScratch* parts, int64_t nparts, double* lp) {
   float mz = -kInf;
   int64_t ninf = 0;
   for (int64_t c = 0; c < n_chunks; ++c) {
@@ -101,6 +119,7 @@ static inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d
   }
   if (!(mz > -kInf)) return -1;
   if (d.s.mode == RowMode::kGreedy) {  // first maximum of logits + gamma * bias
+    *lp = 0.0;
     for (int64_t c = 0; c < n_chunks; ++c)
       if (st[c].mz == mz) return c * kChunk + st[c].arg;
   }
@@ -110,7 +129,7 @@ static inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d
     s.merged.clear();
     for (int64_t p = 0; p < nparts; ++p) s.merged.insert(s.merged.end(), parts[p].sel.c.begin(), parts[p].sel.c.end());
     keep_best(s.merged, a.top_k, false);
-    return topk_race(s, d, seed, a.offset);
+    return topk_race(s, d, seed, a.offset, lp);
   }
   const int64_t c = chunk_race(st, n_chunks, ninf > 0, d.s.t, seed, a.offset);
   if (c < 0) return -1;
@@ -118,7 +137,19 @@ static inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d
   load_chunk(d.s, c, a.s.v, s.b.buf, &len);
   const RaceRow rr{PhiloxKeys(seed), a.offset, st[c].mz, d.s.tp, ninf > 0};
   const int64_t pos = token_race(s.b.buf, nullptr, static_cast<uint32_t>(c * kChunk), padded(len), rr);
-  return pos < 0 ? -1 : c * kChunk + pos;
+  if (pos < 0) return -1;
+  if (a.logprob) {
+    if (ninf > 0) {
+      *lp = -std::log(static_cast<double>(ninf));
+    } else {
+      std::vector<double>& m = s.masses;
+      m.clear();
+      for (int64_t k = 0; k < n_chunks; ++k)
+        if (st[k].mz > -kInf) m.push_back(static_cast<double>(st[k].mz) / d.s.t + std::log(static_cast<double>(st[k].sum)));
+      *lp = s.b.buf[pos] / d.s.t - log_total(m);
+    }
+  }
+  return c * kChunk + pos;
 }
 
 // Shared by sample and masked_transition (masked_transition sets a.x_t).
@@ -148,11 +179,14 @@ static void draw_batch(const DrawArgs& a) {
   auto finish = [&](int64_t r, ChunkStats* st, DrawScratch* parts, int64_t nparts) {
     const DrawRow d = draw_row(a, r, guided, unguided);
     int64_t token = d.fixed;
+    double lp = std::numeric_limits<double>::quiet_NaN();
     if (d.read) {
-      token = draw_column(a, r, d, st, n_chunks, parts, nparts);
+      token = draw_column(a, r, d, st, n_chunks, parts, nparts, &lp);
+      if (token < 0) lp = std::numeric_limits<double>::quiet_NaN();
       if (a.index && token >= 0) token = a.index[r * a.index_stride + token];  // candidate path: column -> token id
     }
     a.out[r] = token;
+    if (a.logprob) a.logprob[r] = static_cast<float>(lp);
   };
   run_rows(sa.n, n_chunks, sa.threads, proto, scan, finish, NoPost{});
 }
