@@ -274,3 +274,18 @@ def test_window_and_copied_rows_give_the_same_draws(temperature):
     assert llada.candidate_rows(logits, cand_b, cand_l)[1] is not None  # the window path was taken
     assert torch.equal(window[0], copied[0])
     torch.testing.assert_close(window[1], copied[1])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
+def test_confidence_is_the_untempered_probability_of_the_draw(temperature):
+    """``low_confidence`` scores each draw by its probability under the untempered CFG logits
+    ``un + (c + 1)(cond - un)``: fused into the draw at temperature 0 and 1, a second read otherwise; all three
+    against float64 softmax."""
+    g = torch.Generator().manual_seed(9)
+    cond, un = torch.randn(2, 12, V, generator=g) * 3, torch.randn(2, 12, V, generator=g) * 3
+    cand_b, cand_l = torch.tensor([0, 0, 1, 1, 1]), torch.tensor([2, 9, 0, 4, 11])
+    keys = torch.arange(5) * 77 + 1
+    x0, conf = llada.candidate_draws(cond, un, cand_b, cand_l, keys, 2, temperature=temperature, cfg_scale=0.5)
+    guided = (un + 1.5 * (cond - un))[cand_b, cand_l].double()
+    want = torch.softmax(guided, -1).gather(1, x0.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(conf.double(), want, rtol=2e-5, atol=1e-7)

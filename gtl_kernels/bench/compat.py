@@ -8,12 +8,14 @@ shared machine hits all three alike; and the peak extra resident memory of each 
 side calls a model (the GTL step's ratio network), the time inside it is measured and subtracted.
 
 Peak memory on the CPU: the process's peak resident set (``VmHWM``) is reset before a call (``/proc/self/clear_refs``
-with ``5``, Linux) and read after it, minus the resident set before the call.
+with ``5``, Linux) and read after it, minus the resident set before the call. Memory the allocator keeps from
+earlier calls would hide a call's temporaries, so it is first handed back to the OS (glibc ``malloc_trim``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import importlib
 import json
@@ -37,8 +39,17 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc), so that reusing it counts as resident growth again."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_extra_bytes(fn) -> int | None:
     """Peak resident memory a call of ``fn`` adds (bytes), or ``None`` where the OS cannot tell (not Linux)."""
+    _release_free_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

@@ -87,10 +87,11 @@ def ratio_guidance_denoise(xt: torch.Tensor, log_x_theta: torch.Tensor | None, r
     stay = (ms / mt).clamp(0.0, 1.0)
     keep = _tokens_kept(cache, g, stay, top_k_sampling)
     keys = gk.derive_keys(sequence_seeds(bsz, seeds, generator, device)[seq], pos)
-    for k in keep.unique().tolist():  # one call per number of kept tokens (at most two values)
-        r = (keep == k).nonzero(as_tuple=True)[0]
+    kinds = keep.unique().tolist()
+    for k in kinds:  # one call per number of kept tokens (at most two values)
         if k == 0:  # only the mask survived the top-K filter: the position stays masked
             continue
+        r = slice(None) if len(kinds) == 1 else (keep == k).nonzero(as_tuple=True)[0]  # no [M, n] copies if one
         out[seq[r], pos[r]] = gk.masked_transition(
             xt[seq[r], pos[r]], cache.cand_logp[r], cache.rho[r], g[r].float(), 1.0,
             k if k < cache.cand.shape[1] else 0, stay_prob=stay[r].float(), mask_id=mask_index,
@@ -105,10 +106,12 @@ def _tokens_kept(cache: GuidanceCache, gamma: torch.Tensor, stay: torch.Tensor, 
     m, n = cache.cand.shape
     if top_k <= 0:
         return torch.full((m,), n, dtype=torch.int64, device=cache.cand.device)
-    rho = cache.rho.double()
-    ratio_log = rho - torch.logsumexp(rho, dim=1, keepdim=True)
-    token_score = cache.cand_logp.double() + torch.log1p(-stay).unsqueeze(1) + gamma.unsqueeze(1) * ratio_log
-    above = (token_score > torch.log(stay).unsqueeze(1)).sum(1)
+    # token score > mask score  <=>  log x_theta + gamma * ratio_log > log(m_s/m_t) - log(1 - m_s/m_t); in float32
+    # (as the original) and in place: one [M, n] temporary.
+    score = cache.rho - torch.logsumexp(cache.rho, dim=1, keepdim=True)
+    score.mul_(gamma.float().unsqueeze(1)).add_(cache.cand_logp)
+    threshold = (torch.log(stay) - torch.log1p(-stay)).float().unsqueeze(1)
+    above = (score > threshold).sum(1)
     return torch.where(above >= top_k, top_k, top_k - 1).clamp(max=n)
 
 

@@ -12,8 +12,9 @@ tokens revealed per block step, Gumbel-max sampling at ``temperature`` and greed
   seeds) or ``generator=``; a sequence's draws depend only on its seed and positions, not on its batch;
 - CFG is fused: ``un + (c + 1)(cond - un) = (c + 1) * (cond + gamma * un)`` with ``gamma = -c / (c + 1)``, so the
   kernels read ``cond`` as logits and ``un`` as bias at temperature ``T / (c + 1)`` (confidence at ``1 / (c + 1)``);
-- the untempered probability of the drawn token needs no softmax: with ``(a, p1) = confidence(s)``,
-  ``p(x0) = p1 * exp(s[x0] - s[a])`` (two gathers).
+- the untempered probability of the drawn token needs no softmax: at ``temperature`` 0 it is ``confidence``'s p1
+  (one read), at 1 the log-probability ``sample`` returns with the draw (one read), otherwise, with
+  ``(a, p1) = confidence(s)``, ``p(x0) = p1 * exp(s[x0] - s[a])`` (a second read and two gathers).
 
 At ``temperature = 0`` the result is token-identical to the original on inputs without near-ties; at
 ``temperature > 0`` the draws differ from ``torch.rand``'s but have the same distribution. Confidence is computed
@@ -214,9 +215,12 @@ def candidate_draws(
     gamma = -cfg_scale / scale if cfg_scale > 0 else 1.0
     if logits_eos_inf:
         z[:, eos_id] = -torch.inf
-    greedy_fused = temperature == 0 and remasking == "low_confidence" and not confidence_eos_eot_inf
-    if greedy_fused:
+    fused = remasking == "low_confidence" and not confidence_eos_eot_inf and temperature in (0, 1)
+    if fused and temperature == 0:
         x0, conf = ops.confidence(z, u, gamma, 1.0 / scale)  # x0 is the argmax, its probability p1: one read
+    elif fused:  # sampled at the untempered distribution: the draw's own log-probability is the confidence
+        x0, logp = ops.sample(z, u, gamma, 1.0 / scale, seeds=keys, offset=offset, return_logprob=True)
+        conf = logp.exp()
     else:
         x0 = ops.sample(z, u, gamma, temperature / scale, seeds=keys, offset=offset)
     x0_c = x0 if pick is None else x0[pick]
@@ -226,7 +230,7 @@ def candidate_draws(
         step_counter = torch.tensor(offset, device=x0.device)
         conf = reference.uniform64(row_key, torch.zeros_like(x0_c).unsqueeze(-1), step_counter, _STREAM_REMASK)
         return x0_c, conf[:, 0]
-    if not greedy_fused:
+    if not fused:
         if confidence_eos_eot_inf:  # as in the original: EOT always, EOS too when the noisy scores are the logits
             z[:, eot_id] = -torch.inf
             if temperature == 0:

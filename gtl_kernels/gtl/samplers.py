@@ -155,7 +155,7 @@ def _check_drawn(tokens: torch.Tensor, first_seq: int, what: str) -> None:
 def _impossible_stay_impossible(rho: torch.Tensor, cand_logp: torch.Tensor) -> torch.Tensor:
     """Zero the ratio score of candidates the denoiser gives probability 0: guidance reweights the denoiser's
     proposals and cannot create new ones (and ``-inf + inf`` would make the row invalid)."""
-    return torch.where(cand_logp == -math.inf, torch.zeros_like(rho), rho)
+    return rho.masked_fill(cand_logp == -math.inf, 0.0)
 
 
 def _generate(sampler, n_samples: int, length: int, seed: int, batch_size: int, progress: bool,
@@ -444,6 +444,8 @@ def topn_candidates(rows: torch.Tensor, flat_rows: torch.Tensor, n: int) -> tupl
     """
     if 4 * len(flat_rows) >= rows.shape[0]:
         logp, cand = gk.topk_log_softmax(rows, n)
+        if len(flat_rows) == rows.shape[0] and torch.equal(flat_rows, torch.arange(len(flat_rows), device=rows.device)):
+            return logp, cand  # every row, in order (e.g. an all-masked batch): no gathered copy
         return logp[flat_rows], cand[flat_rows]
     out = [gk.topk_log_softmax(rows[flat_rows[i : i + _ROW_BLOCK]], n) for i in range(0, len(flat_rows), _ROW_BLOCK)]
     if not out:
