@@ -1,6 +1,7 @@
-// The gtl_kernels._C extension: the op schemas (TORCH_LIBRARY, mirroring gtl_kernels/_library.py SCHEMAS), the
-// CPU Philox op, and build_info() through pybind11. The kernels register themselves per dispatch key in
-// csrc/cpu/*.cpp (CPU) and csrc/cuda/*.cpp (CUDA, in gtl_kernels._C_cuda).
+// The gtl_kernels._C extension: the CPU Philox op and build_info() through pybind11. The op schemas are defined once,
+// in gtl_kernels/_library.py (SCHEMAS); this library only registers kernels for them, per dispatch key, in
+// csrc/cpu/*.cpp (CPU) and csrc/cuda/*.cpp (CUDA, in gtl_kernels._C_cuda). The dispatcher accepts a kernel before
+// its schema, so the extension may load before or after the Python definitions.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -50,16 +51,6 @@ std::string build_info() {
 
 }  // namespace
 
-TORCH_LIBRARY(gtl, m) {
-  m.def("guided_log_softmax(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature) -> Tensor");
-  m.def("sample(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k, Tensor seeds, Tensor offset,"
-        " Tensor? index) -> (Tensor, Tensor)");
-  m.def("masked_transition(Tensor x_t, Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, int top_k,"
-        " Tensor stay_prob, int mask_id, Tensor seeds, Tensor offset, Tensor? index=None) -> Tensor");
-  m.def("topk_log_softmax(Tensor logits, int k, Tensor? bias, Tensor gamma, Tensor temperature) -> (Tensor, Tensor)");
-  m.def("confidence(Tensor logits, Tensor? bias, Tensor gamma, Tensor temperature, str kind) -> (Tensor, Tensor)");
-  m.def("philox(Tensor key, Tensor counter) -> Tensor");
-}
 
 TORCH_LIBRARY_IMPL(gtl, CPU, m) { m.impl("philox", &philox_cpu); }
 

@@ -1,10 +1,11 @@
 """The ``torch.library`` contract: one schema per op, shared by every backend (KERNEL_SPEC §5).
 
-Every backend registers the same schemas under its own name in namespace ``gtl``:
+Every backend registers the same schemas, defined here and nowhere else (the C++ extensions register kernels
+only), under its own name in namespace ``gtl``:
 
     backend ``torch``   gtl::<op>_torch    this module (reference.py behind ``CompositeExplicitAutograd``)
-    backend ``cpu``     gtl::<op>          C++ ``TORCH_LIBRARY(gtl, m)`` in ``gtl_kernels._C``, CPU dispatch key
-    backend ``cuda``    gtl::<op>          the same schema, CUDA dispatch key (``gtl_kernels._C_cuda``)
+    backend ``cpu``     gtl::<op>          C++ kernels in ``gtl_kernels._C``, CPU dispatch key
+    backend ``cuda``    gtl::<op>          C++ kernels in ``gtl_kernels._C_cuda``, CUDA dispatch key
     backend ``triton``  gtl::<op>_triton   ``torch.library.triton_op`` in ``gtl_kernels/triton/``
 
 Arguments are the normalized ones (see ``reference.py``): 2-D rows with unit stride along the vocabulary, per-row
@@ -98,8 +99,11 @@ _REFERENCE_IMPLS = {
     "philox": _reference_philox,
 }
 
+# The only definition of the schemas: ``gtl::<op>`` (implemented by the native extensions, which register kernels
+# only) and ``gtl::<op>_torch`` (the reference).
 _LIB = torch.library.Library("gtl", "FRAGMENT")
 for _op, _schema in SCHEMAS.items():
+    _LIB.define(f"{_op}{_schema}")
     _LIB.define(f"{_op}_torch{_schema}")
     _LIB.impl(f"{_op}_torch", _REFERENCE_IMPLS[_op], "CompositeExplicitAutograd")
 register_fakes("_torch")

@@ -3,7 +3,7 @@ of every op; fails with the reason otherwise (reported by the backend registry).
 
 import torch
 
-from . import _C, _C_cuda, _library  # noqa: F401  (_C defines the schemas the CUDA kernels implement)
+from . import _C, _C_cuda, _library  # noqa: F401  (_library defines the schemas the CUDA kernels implement)
 
 _library.register_fakes("")
 BUILD_DESCRIPTION = f"gtl_kernels._C_cuda (CUDA {torch.version.cuda})"

@@ -1,5 +1,8 @@
 """``torch.library`` registration (KERNEL_SPEC §5): schemas shared by every backend, fakes, opcheck, torch.compile."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -95,3 +98,13 @@ def test_outputs_are_poisoned_before_each_call():
     output element a kernel forgets to write fails the comparisons instead of passing as a stale plausible value."""
     assert torch.empty(4).isnan().all()
     assert (torch.empty(4, dtype=torch.int64) == torch.iinfo(torch.int64).max).all()
+
+
+def test_schemas_are_defined_once():
+    """The schemas live in ``_library.SCHEMAS`` only: the C++ sources register kernels, never a schema."""
+    root = Path(__file__).resolve().parents[1] / "csrc"
+    sources = [p for p in root.rglob("*") if p.suffix in (".cpp", ".cu", ".h", ".cuh")]
+    assert sources, "csrc not found"
+    defining = [str(p) for p in sources if re.search(r"TORCH_LIBRARY(_FRAGMENT)?\s*\(\s*gtl\s*,|\.def\(\"\w+\(",
+                                                        p.read_text())]
+    assert not defining, f"schemas defined outside gtl_kernels/_library.py: {defining}"
