@@ -168,12 +168,12 @@ def train_ratio_classifier(ratio: nn.Module, source: torch.Tensor, target: torch
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Command line (under torchrun): the Markov-chain setting of gtl.markov
+# Command line (under torchrun): the Markov-chain setting of gtl.chains
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def _markov_setting(states: int, length: int, n_data: int, seed: int):
-    from .gtl.markov import MarkovChain
+    from .gtl.chains import MarkovChain
 
     source, target = MarkovChain.sticky(states, 0.2), MarkovChain.sticky(states, 0.7)
     g = torch.Generator().manual_seed(seed)
@@ -206,7 +206,7 @@ def main(argv=None) -> None:
     _init_from_env()
     rank, size = world()
     if args.task == "sample":
-        from .gtl.markov import MarkovOracleDenoiser, MarkovOracleRatio
+        from .gtl.chains import MarkovOracleDenoiser, MarkovOracleRatio
         from .gtl.samplers import GuidedAncestralSampler
 
         source, target, _, _ = _markov_setting(args.states, args.length, 1, args.seed)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gtl_kernels import distributed
-from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
+from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
 from gtl_kernels.gtl.nets import SequenceScorer, TrunkConfig
 from gtl_kernels.gtl.samplers import AncestralSampler, GuidedAncestralSampler, ScheduledSampler
 from gtl_kernels.gtl.training import TrainConfig, train_domain_classifier

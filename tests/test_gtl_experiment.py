@@ -4,7 +4,7 @@ methods or estimators the same run computes (every random draw is keyed by seed,
 import torch
 
 from gtl_kernels.experiments.markov import TARGET_BLOCK, draw_target, run
-from gtl_kernels.gtl.markov import MarkovChain
+from gtl_kernels.gtl.chains import MarkovChain
 
 TINY = ["--n-source", "120", "--length", "6", "--samples", "30", "--d-model", "16", "--heads", "2", "--layers", "1",
         "--ratio-layers", "1", "--batch-size", "16", "--ratio-batch", "8", "--denoiser-steps", "3",

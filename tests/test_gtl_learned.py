@@ -11,7 +11,7 @@ import torch
 
 from gtl_kernels.experiments.markov import run
 
-from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, ratio_quality
+from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, ratio_quality
 from gtl_kernels.gtl.nets import Planner, SequenceScorer, TrunkConfig
 from gtl_kernels.gtl.training import TrainConfig, train_planner, train_ratio_conditional
 

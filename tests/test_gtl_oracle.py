@@ -16,7 +16,7 @@ import itertools
 import pytest
 import torch
 
-from gtl_kernels.gtl.markov import (MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, estimate_transitions,
+from gtl_kernels.gtl.chains import (MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, estimate_transitions,
                                     transition_counts, transition_metrics)
 from gtl_kernels.gtl.samplers import GuidedAncestralSampler, ScheduledSampler
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
+from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
 from gtl_kernels.gtl.nets import Planner, TrunkConfig
 from gtl_kernels.gtl.samplers import (AncestralSampler, GuidedAncestralSampler, PiecewiseLinearGamma,
                                       ScheduledSampler, one_token_substitutions)

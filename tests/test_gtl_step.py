@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import gtl_kernels.gtl.samplers as samplers_mod
-from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
+from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
 from gtl_kernels.gtl.nets import Denoiser, SequenceScorer, TrunkConfig
 from gtl_kernels.gtl.samplers import (AncestralSampler, AncestralState, GuidedAncestralSampler, SamplerStats,
                                       ScheduledSampler, sequence_seeds)

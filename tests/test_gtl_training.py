@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, load_matrix
+from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, load_matrix
 from gtl_kernels.gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig
 from gtl_kernels.gtl.schedule import LogLinearSchedule, forward_mask, mdlm_loss, sample_times
 from gtl_kernels.gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_domain_classifier,

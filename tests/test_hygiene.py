@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
+from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
 from gtl_kernels.gtl.samplers import AncestralSampler, GuidedAncestralSampler, ScheduledSampler
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import gtl_kernels
-from gtl_kernels.gtl.markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
+from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio
 from gtl_kernels.gtl.samplers import (AncestralSampler, AncestralState, GuidedAncestralSampler, ScheduledSampler,
                                       sequence_seeds)
 

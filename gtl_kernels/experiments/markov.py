@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from ..gtl import markov as mk
+from ..gtl import chains as mk
 from ..gtl import progress
 from ..gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig, n_params
 from ..gtl.samplers import (AncestralSampler, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from ..gtl import markov as mk
+from ..gtl import chains as mk
 from ..gtl import progress
 from . import reporting
 

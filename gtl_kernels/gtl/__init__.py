@@ -6,10 +6,10 @@ Modules:
     training   training loops (denoisers, classifiers, three ratio estimators, planner)
     progress   tqdm bars, one terminal line per worker process
     samplers   unguided / guided ancestral samplers and the scheduled (planner) sampler
-    markov     Markov chains: data, transition metrics, exact oracles (denoiser and ratio)
+    chains     Markov chains: data, transition metrics, exact oracles (denoiser and ratio)
 """
 
-from .markov import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, estimate_transitions, transition_metrics
+from .chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, estimate_transitions, transition_metrics
 from .nets import Denoiser, Planner, SequenceScorer, TrunkConfig
 from .samplers import (AncestralSampler, AncestralState, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,
                        SamplerStats, ScheduledSampler, sequence_seeds)
