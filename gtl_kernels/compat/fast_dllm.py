@@ -22,7 +22,7 @@ import numbers
 
 import torch
 
-from .. import reference
+from .. import ops
 from .llada import (
     MASK_ID,
     REMASKING,
@@ -59,7 +59,7 @@ def _draws(logits, temperature, remasking, mask_index, x, seeds, generator, offs
     conf_full = torch.full(x.shape, -torch.inf, dtype=torch.float64, device=x.device)
     if cand_b.numel():
         seq = sequence_seeds(x.shape[0], seeds, generator, x.device)
-        keys = reference.derive_keys(seq[cand_b], cand_l)
+        keys = ops.derive_keys(seq[cand_b], cand_l)
         x0_c, conf = candidate_draws(
             logits, None, cand_b, cand_l, keys, offset, temperature=temperature, remasking=remasking
         )

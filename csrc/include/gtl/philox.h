@@ -14,7 +14,7 @@
 namespace gtl {
 
 // Counter word 3 of every draw names its stream (KERNEL_SPEC §3).
-enum Stream : uint32_t { kStreamToken = 0, kStreamStay = 1, kStreamChunk = 2, kStreamKey = 3 };
+enum Stream : uint32_t { kStreamToken = 0, kStreamStay = 1, kStreamChunk = 2, kStreamKey = 3 };  // Key: reference.derive_keys
 constexpr int64_t kChunk = 1024;  // tokens per chunk of the two-level race
 
 struct Philox4 {
@@ -71,13 +71,6 @@ GTL_HOST_DEVICE float exponential64(uint64_t x) {
   }
   const float complement = static_cast<float>(~x) * 0x1p-64f + 0x1p-65f;
   return -log1pf(-complement);
-}
-
-// Row key of (sequence seed, position): the mixing function of reference.derive_keys.
-GTL_HOST_DEVICE uint64_t derive_key(uint64_t seed, uint64_t position) {
-  const Philox4 r = philox4x32_10(static_cast<uint32_t>(position), static_cast<uint32_t>(position >> 32), 0u,
-                                  kStreamKey, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return (static_cast<uint64_t>(r.w[0]) << 32) | r.w[1];
 }
 
 }  // namespace gtl
