@@ -218,7 +218,11 @@ def _check_model_output(name: str, out: torch.Tensor, shape: tuple, vocab_last: 
 
 class RatioScorer:
     """Scores one-token substitutions with the ratio model, streamed in chunks of ``chunk`` sequences (at most
-    ``chunk`` candidate sequences exist at a time), and counts the passes."""
+    ``chunk`` candidate sequences exist at a time), and counts the passes.
+
+    The chunks are written into one buffer reused by every call of the model: a fresh ``[chunk, L]`` tensor per
+    call would cost more in page faults than writing its tokens (8x at ``n_ratio = 512``, docs/PERF.md). So the
+    model must not keep a reference to its input beyond the call (a model that only computes scores never does)."""
 
     def __init__(self, ratio, chunk: int, stats: SamplerStats):
         self.ratio, self.chunk, self.stats = ratio, chunk, stats
@@ -230,17 +234,22 @@ class RatioScorer:
         row-major order, ``chunk`` at a time; each chunk is one gather of its sequences and one scatter of its tokens.
         """
         m, k = cand.shape
-        total = m * k
+        total, length = m * k, z.shape[1]
         out = torch.empty(total, dtype=torch.float32, device=z.device)
+        if total == 0:
+            return out.view(m, k)
         flat = cand.reshape(-1)
-        for i in range(0, total, self.chunk):
-            f = torch.arange(i, min(i + self.chunk, total), device=z.device)
-            r = f // k
-            seqs = z[seq[r]]
-            seqs[torch.arange(len(f), device=z.device), pos[r]] = flat[f]
+        width = min(self.chunk, total)
+        buf = torch.empty(width, length, dtype=z.dtype, device=z.device)
+        lanes = torch.arange(width, device=z.device)
+        for i in range(0, total, width):
+            n = min(width, total - i)
+            r = (lanes[:n] + i) // k
+            seqs = torch.index_select(z, 0, seq[r], out=buf[:n])
+            seqs.view(-1)[lanes[:n] * length + pos[r]] = flat[i : i + n]
             scores = self.ratio(seqs)
-            _check_model_output("ratio", scores, (len(f),))
-            out[i : i + len(f)] = scores.float()
+            _check_model_output("ratio", scores, (n,))
+            out[i : i + n] = scores.float()
             self.stats.ratio_calls += 1
         self.stats.ratio_passes += total
         return out.view(m, k)
