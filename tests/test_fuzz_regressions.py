@@ -2,8 +2,8 @@
 
 A finding in a kernel that is not fixed yet is an ``xfail(strict=True)`` test here, with the minimal reproducer: it
 starts to pass (and so fails, being strict) the moment the kernel is fixed, and is then turned into a plain test. The
-fuzz checks skip exactly the inputs of a known finding (``KNOWN_FINDINGS``) and count them, so the rest of the case
-still runs; docs/RELIABILITY.md lists the findings.
+fuzz checks skip exactly the inputs of an open finding (``known_finding``, ``known_finding_atol``) and count them, so
+the rest of the case still runs; docs/RELIABILITY.md lists the findings. The three findings below are fixed.
 """
 
 import math
@@ -19,9 +19,9 @@ def _cpu_available():
     return gtl_kernels.available_backends()["cpu"].available
 
 
+# Finding 1 (fixed): the cpu backend's margin took p2 from d2 = (-inf - max) / T, which is -inf / inf = NaN at T = inf
+# when no second token is allowed.
 @pytest.mark.skipif(not _cpu_available(), reason="the cpu backend is not built")
-@pytest.mark.xfail(strict=True, reason="cpu backend: confidence(kind='margin') of a row with a single allowed token at "
-                   "temperature inf is NaN; the reference (p1 = 1, p2 = 0) gives 1")
 @pytest.mark.parametrize("row", [[0.25], [1e-30, -math.inf], [-math.inf, 3.0, -math.inf]])
 def test_cpu_margin_single_allowed_token_infinite_temperature(row):
     logits = torch.tensor([row])
@@ -38,54 +38,51 @@ def _triton_available():
 LARGE_MAX_ROW = [0.5, 1e10, 0.0, 0.0, 1e10, 0.0, 0.0, 1e10]  # three tokens tie at a large score: log p = -ln 3
 
 
+# Finding 2 (fixed): triton wrote s - (m + log S) in fp32, losing log S below ulp(m) of the row maximum m (with
+# m = 1e10 the -ln 3 of three tied tokens came out as 0, at 1e5 as -1.1016); it now writes (s - m) - log S.
 @pytest.mark.parametrize("backend", [
     pytest.param("cpu", marks=pytest.mark.skipif(not _cpu_available(), reason="the cpu backend is not built")),
-    pytest.param("triton", marks=[
-        pytest.mark.skipif(not _triton_available(), reason="triton cannot run here"),
-        pytest.mark.xfail(strict=True, reason="triton backend: guided_log_softmax and topk_log_softmax write "
-                          "s - (m + log S) in fp32, so the log-normalizer is lost below ulp(m) of the row maximum m: "
-                          "with m = 1e10 the -ln 3 of three tied tokens comes out as 0 (1e5: -1.1016)"),
-    ]),
+    pytest.param("triton", marks=pytest.mark.skipif(not _triton_available(), reason="triton cannot run here")),
 ])
-def test_log_probabilities_of_rows_with_a_large_maximum(backend):
+@pytest.mark.parametrize("scale,temperature", [(1.0, 1.0), (1e-5, 1.0), (1.0, 0.5), (1e5, 1e5)])
+def test_log_probabilities_of_rows_with_a_large_maximum(backend, scale, temperature):
+    # scale 1e-5 puts the maximum at 1e5; (1e5, T = 1e5) the tempered maximum at 1e10 from a maximum of 1e15
     device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
-    logits = torch.tensor([LARGE_MAX_ROW], device=device)
+    logits = torch.tensor([LARGE_MAX_ROW], device=device) * scale
     expected = torch.full((3,), -math.log(3.0), dtype=torch.float64)
-    logp = gtl_kernels.guided_log_softmax(logits, backend=backend)[0, [1, 4, 7]].double().cpu()
-    top = gtl_kernels.topk_log_softmax(logits, 3, backend=backend)[0][0].double().cpu()
+    logp = gtl_kernels.guided_log_softmax(logits, temperature=temperature, backend=backend)[0, [1, 4, 7]]
+    top = gtl_kernels.topk_log_softmax(logits, 3, temperature=temperature, backend=backend)[0][0]
+    logp, top = logp.double().cpu(), top.double().cpu()
     torch.testing.assert_close(logp, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(top, expected, atol=1e-5, rtol=0)
 
 
+# Finding 3 (fixed): triton's topk_log_softmax wrote only the point set's places (the first one at T = 0, the +inf
+# tokens' otherwise) of an invalid row; the other ids were never written.
 @pytest.mark.skipif(not _triton_available(), reason="triton cannot run here")
-@pytest.mark.xfail(strict=True, reason="triton backend: topk_log_softmax of an invalid row at temperature 0 writes -1 "
-                   "to the first id only; the other k - 1 ids are never written (uninitialized memory)")
-def test_triton_topk_ids_of_an_invalid_greedy_row():
+@pytest.mark.parametrize("row,temperature", [
+    ([-math.inf] * 64, 0.0),                    # all -inf, greedy
+    ([1.0, math.nan] + [0.0] * 62, 0.0),        # NaN, greedy
+    ([math.inf, math.nan] + [0.0] * 62, 1.0),   # NaN beside a +inf token (point-set row)
+])
+def test_triton_topk_of_invalid_point_set_rows(row, temperature):
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    logits = torch.full((1, 64), -math.inf, device=device)
-    values, ids = gtl_kernels.topk_log_softmax(logits, 20, temperature=0.0, backend="triton")
+    logits = torch.tensor([row], device=device)
+    values, ids = gtl_kernels.topk_log_softmax(logits, 20, temperature=temperature, backend="triton")
     assert (ids == -1).all(), ids.tolist()
     assert values.isnan().all()
 
 
 def known_finding_atol(backend_name: str, op: str, row_max: torch.Tensor) -> torch.Tensor | float:
-    """Extra absolute tolerance (float ``[N]``, or 0.0) for the rows of a known, unfixed precision finding above:
-    triton's log-probabilities are off by up to one fp32 ulp of the row maximum ``row_max`` (float64 ``[N]``, the
-    largest finite |score|)."""
-    if backend_name == "triton" and op in ("guided_log_softmax", "topk_log_softmax"):
-        return 2.0**-22 * row_max
+    """Extra absolute tolerance (float ``[N]``, or 0.0) for the rows of an open precision finding, given the row
+    maximum ``row_max`` (float64 ``[N]``, the largest finite |score|). No finding is open: always 0.0."""
     return 0.0
 
 
 def known_finding(backend_name: str, op: str, allowed: torch.Tensor, temperature: torch.Tensor,
                   kind: str = "", invalid: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows (bool ``[N]``) whose inputs hit a finding above that is not fixed yet: the fuzz checks leave them out.
+    """Rows (bool ``[N]``) whose inputs hit an open finding: the fuzz checks leave them out and count them.
 
-    ``allowed``: int ``[N]`` count of tokens with a score above -inf; ``temperature``: float32 ``[N]``; ``invalid``:
-    bool ``[N]`` rows the reference marks invalid."""
-    skip = torch.zeros(temperature.shape, dtype=torch.bool)
-    if backend_name == "triton" and op == "topk_log_softmax" and invalid is not None:
-        skip |= invalid & (temperature == 0)
-    if backend_name == "cpu" and op == "confidence" and kind == "margin":
-        skip |= (temperature == math.inf) & (allowed == 1)
-    return skip
+    ``allowed``: int ``[N]`` count of tokens with a score above -inf (or None); ``temperature``: float32 ``[N]``;
+    ``invalid``: bool ``[N]`` rows the reference marks invalid. No finding is open: no row is left out."""
+    return torch.zeros(temperature.shape, dtype=torch.bool)

@@ -2,7 +2,7 @@
 (KERNEL_SPEC §2).
 
 Two passes: the normalizer must be known before the first output is written, so kernel 1 (``_stats.py``) reads the
-row for its statistics and kernel 2 reads it again to write ``s - lse``. Re-reading the input (2 bytes per bf16
+row for its statistics and kernel 2 reads it again to write ``(s - m) - log S``. Re-reading the input (2 bytes per bf16
 token) costs less than writing unnormalized fp32 scores and fixing them in place (8 bytes per token).
 Special rows: ``+inf`` tokens share the mass (``-ln count`` each), ``T == 0`` gives the greedy point mass, an invalid
 row (NaN, all ``-inf``, ``T < 0``) is all NaN (KERNEL_SPEC §4).
@@ -34,7 +34,9 @@ def _write_kernel(
     gamma, inv_t, greedy, bad_t = row_params(gamma_ptr, temp_ptr, row, True)
     m, S, A, t2, arg, cnt, bad = fold_stats(ws_f_ptr, ws_i_ptr, row, n_blocks, plane)
     invalid = (bad != 0) | bad_t | (m == float("-inf"))
-    lse = m + tl.log(S)
+    # log p = (s - m) - log S: shift first (exact near the maximum), then subtract log S; m + log S would round log S
+    # away below ulp(m) of a large maximum.
+    log_s = tl.log(S)
     pinf_value = -tl.log(cnt.to(tl.float32))
     lo = split * blocks_per_split
     hi = tl.minimum(lo + blocks_per_split, n_blocks)
@@ -48,7 +50,7 @@ def _write_kernel(
             if cnt > 0:
                 out = tl.where(s == float("inf"), pinf_value, float("-inf"))
             else:
-                out = s - lse
+                out = (s - m) - log_s
         out = tl.where(invalid, float("nan"), out)
         tl.store(out_ptr + row.to(tl.int64) * V + col, out, mask=col < V)
 

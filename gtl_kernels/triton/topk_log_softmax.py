@@ -2,8 +2,9 @@
 log-probabilities, sorted descending with ties toward the lower id (KERNEL_SPEC §2, GTL's candidate proposal).
 
 One read of each row: kernel 1 (``_stats.py``) folds the log-sum-exp and keeps the top-k candidate buffer
-(``_topk.py``) of each split; the second kernel merges the split buffers and writes ``s - lse`` for the ``k`` best.
-``k > K_MAX`` takes the slow path ``guided_log_softmax`` + ``torch.sort``.
+(``_topk.py``) of each split; the second kernel merges the split buffers and writes ``(s - m) - log S`` for the ``k``
+best. ``k > K_MAX`` takes the slow path ``guided_log_softmax`` + ``torch.sort``. Invalid rows get NaN and -1 in all
+``k`` places (KERNEL_SPEC §4).
 
 Rows whose distribution is a uniform point set (``T == 0``: the greedy token; ``+inf`` scores: those tokens) list the
 set first and then every other token at ``-inf`` in id order, as a stable sort of the log-probabilities does; that
@@ -45,9 +46,11 @@ def _topk_write_kernel(
     # Point-set rows: `n_set` tokens of log-probability -ln(n_set), listed first (they lead the buffer too).
     special = greedy | (cnt > 0)
     n_set = tl.where(greedy, 1, cnt)
-    value = tl.where(special, -tl.log(n_set.to(tl.float32)), s - (m + tl.log(S)))
+    # (s - m) - log S, not s - (m + log S): the shift first keeps log S when it is below ulp(m) of a large maximum
+    value = tl.where(special, -tl.log(n_set.to(tl.float32)), (s - m) - tl.log(S))
     pos = tl.arange(0, K_PAD)
-    head = (pos < k) & tl.where(special, pos < n_set, True)
+    # an invalid row writes all k entries (NaN, -1) here; a valid point-set row only its set (the tail is below)
+    head = (pos < k) & tl.where(special & ~invalid, pos < n_set, True)
     base = row.to(tl.int64) * k
     tl.store(val_ptr + base + pos, tl.where(invalid, float("nan"), value), mask=head)
     tl.store(idx_ptr + base + pos, tl.where(invalid, -1, col).to(tl.int64), mask=head)

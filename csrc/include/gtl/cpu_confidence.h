@@ -16,7 +16,9 @@ static inline double confidence_score(const RowDist& d, ConfidenceKind kind, dou
   }
   if (kind == ConfidenceKind::kMaxProb) return 1.0 / d.s;
   if (kind == ConfidenceKind::kMargin) {
-    const double d2 = (static_cast<double>(d.z2) - d.mz) / t;  // -inf when there is no second token
+    // No second token: p2 = 0. (Not through d2: (-inf - mz) / T is -inf / inf = NaN at T = +inf.)
+    if (!(d.z2 > -kInf)) return 1.0 / d.s;
+    const double d2 = (static_cast<double>(d.z2) - d.mz) / t;
     return -std::expm1(d2) / d.s;
   }
   return d.w / d.s - std::log(d.s);
