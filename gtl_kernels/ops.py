@@ -315,7 +315,7 @@ def topk_log_softmax(logits, k, bias=None, gamma=1.0, temperature=1.0, *, backen
     return values.view(lead + (k,)), ids.view(lead + (k,))
 
 
-CONFIDENCE_KINDS = ("max_prob", "margin", "neg_entropy")
+CONFIDENCE_KINDS = reference.CONFIDENCE_KINDS
 
 
 def confidence(logits, bias=None, gamma=1.0, temperature=1.0, *, kind="max_prob", backend=None):

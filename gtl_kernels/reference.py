@@ -27,7 +27,7 @@ _M32 = 0xFFFFFFFF
 _PHILOX_M0, _PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
 _PHILOX_W0, _PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
 _LN2 = math.log(2.0)
-_CONFIDENCE_KINDS = ("max_prob", "margin", "neg_entropy")
+CONFIDENCE_KINDS = ("max_prob", "margin", "neg_entropy")  # the planner scores of `confidence` (one list)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -345,8 +345,8 @@ def confidence(logits, bias, gamma, temperature, kind: str) -> tuple[torch.Tenso
     ``kind``: ``max_prob`` = p1, ``margin`` = p1 - p2 (p2 = 0 when ``V == 1``), ``neg_entropy`` = sum p log p.
     The argmax is the lowest id among the highest scores. Invalid rows give -1 and NaN.
     """
-    if kind not in _CONFIDENCE_KINDS:
-        raise ValueError(f"kind must be one of {_CONFIDENCE_KINDS}, got {kind!r}")
+    if kind not in CONFIDENCE_KINDS:
+        raise ValueError(f"kind must be one of {CONFIDENCE_KINDS}, got {kind!r}")
     s, invalid = _tempered(guided_scores(logits, bias, gamma), temperature, greedy_limit=True)
     logp = torch.log_softmax(_plus_inf_restriction(s), dim=-1)
     p = logp.exp()

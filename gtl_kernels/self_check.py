@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from . import reference
+
 N, V, K = 4, 2500, 6  # three 1024-token chunks, the last one partial
 MASK_ID = 7
 MIN_RACE_GAP = 1e-3
@@ -53,7 +55,7 @@ def calls(x: dict) -> dict:
         "masked_transition": ("masked_transition", (x["x_t"], *common, K, x["stay_prob"], MASK_ID, x["seeds"],
                                                     x["offset"])),
         "topk_log_softmax": ("topk_log_softmax", (x["logits"], K, *common[1:])),
-        **{f"confidence({kind})": ("confidence", (*common, kind)) for kind in ("max_prob", "margin", "neg_entropy")},
+        **{f"confidence({kind})": ("confidence", (*common, kind)) for kind in reference.CONFIDENCE_KINDS},
     }
 
 

@@ -108,3 +108,17 @@ def test_schemas_are_defined_once():
     defining = [str(p) for p in sources if re.search(r"TORCH_LIBRARY(_FRAGMENT)?\s*\(\s*gtl\s*,|\.def\(\"\w+\(",
                                                         p.read_text())]
     assert not defining, f"schemas defined outside gtl_kernels/_library.py: {defining}"
+
+
+def test_confidence_kinds_are_listed_once_per_language():
+    """Python has one list (``reference.CONFIDENCE_KINDS``), C++ one (``gtl/confidence_kind.h``, used by the CPU and
+    CUDA glue); they name the same kinds in the same order (the order is the kernels' kind index)."""
+    from gtl_kernels import reference
+
+    header = (Path(__file__).resolve().parents[1] / "csrc/include/gtl/confidence_kind.h").read_text()
+    listed = re.search(r"kConfidenceKinds\[\] = \{([^}]*)\}", header).group(1)
+    assert tuple(re.findall(r'"(\w+)"', listed)) == reference.CONFIDENCE_KINDS
+    assert re.search(r'kConfidenceKindList = "([^"]*)"', header).group(1) == ", ".join(reference.CONFIDENCE_KINDS)
+    sources = [p for p in (Path(__file__).resolve().parents[1] / "gtl_kernels").rglob("*.py")]
+    spelled = [str(p) for p in sources if re.search(r"\(\s*\"max_prob\",\s*\"margin\"", p.read_text())]
+    assert spelled == [str(Path(reference.__file__))], f"confidence kinds listed outside reference.py: {spelled}"

@@ -1,6 +1,7 @@
 // gtl::confidence for the CPU dispatch key (KERNEL_SPEC §2 `confidence`, §4): the argmax and a planner score
 // (max_prob, margin or neg_entropy) of the guided distribution, in one read of each row (gtl/cpu_confidence.h).
 #include "glue.h"
+#include "gtl/confidence_kind.h"
 
 #define GTL_CPU_OP_BODY "gtl/cpu_confidence.h"
 #include "gtl/cpu_multiversion.h"
@@ -14,15 +15,8 @@ std::tuple<at::Tensor, at::Tensor> confidence_cpu(const at::Tensor& logits, cons
   gtl::cpu::ScoreTensors keep;
   gtl::cpu::ConfidenceArgs a;
   a.s = gtl::cpu::score_args(op, logits, bias, gamma, temperature, &keep);
-  if (kind == "max_prob") {
-    a.kind = gtl::cpu::ConfidenceKind::kMaxProb;
-  } else if (kind == "margin") {
-    a.kind = gtl::cpu::ConfidenceKind::kMargin;
-  } else if (kind == "neg_entropy") {
-    a.kind = gtl::cpu::ConfidenceKind::kNegEntropy;
-  } else {
-    TORCH_CHECK(false, op, ": kind must be one of ('max_prob', 'margin', 'neg_entropy'), got '", kind, "'");
-  }
+  TORCH_CHECK_VALUE(gtl::parse_confidence_kind(std::string_view(kind.data(), kind.size()), &a.kind), op,
+                    ": kind must be one of ", gtl::kConfidenceKindList, ", got '", kind, "'");
   at::Tensor argmax = at::empty({a.s.n}, logits.options().dtype(at::kLong));
   at::Tensor score = at::empty({a.s.n}, logits.options().dtype(at::kFloat));
   a.argmax = argmax.data_ptr<int64_t>();

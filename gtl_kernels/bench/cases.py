@@ -24,7 +24,7 @@ from gtl_kernels import reference
 OPS = ("guided_log_softmax", "sample", "masked_transition", "topk_log_softmax", "confidence")
 SAMPLING_OPS = ("sample", "masked_transition")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-CONFIDENCE_KINDS = ("max_prob", "margin", "neg_entropy")
+CONFIDENCE_KINDS = reference.CONFIDENCE_KINDS
 LOGIT_SCALE = 3.0  # std of the random logits: a language model's spread, so softmax mass is neither flat nor one-hot
 CHECK_ROWS = 256
 MIN_AGREEMENT = 0.99  # sampled tokens vs the reference: near-ties within fp32 rounding may differ

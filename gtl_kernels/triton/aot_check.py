@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..reference import CONFIDENCE_KINDS
+
 # Per-block shared memory a kernel may request (the opt-in maximum, which Triton checks at launch), and SM counts
 # (the launchers size their splits by them).
 ARCHS = {
@@ -105,7 +107,7 @@ def _draw_cases(op: str) -> list[Case]:
 def _stats_cases(op: str) -> list[Case]:
     """The row-statistics ops: every dtype, bias, tile, split and (``confidence``) kind."""
     tops = TOP_KS if op == "topk_log_softmax" else (0,)
-    kinds = ("max_prob", "margin", "neg_entropy") if op == "confidence" else ("max_prob",)
+    kinds = CONFIDENCE_KINDS if op == "confidence" else ("max_prob",)
     out = []
     for dtype, bias, n, v, top_k, kind in itertools.product(LOGIT_DTYPES, (False, True), BATCHES, VOCABS, tops, kinds):
         if op != "topk_log_softmax" or top_k < v:

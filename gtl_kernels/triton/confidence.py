@@ -18,8 +18,9 @@ from . import _common
 from ._register import register
 from ._common import row_params
 from ._stats import RowStats, fold_stats
+from ..reference import CONFIDENCE_KINDS
 
-KINDS = ("max_prob", "margin", "neg_entropy")
+KINDS = CONFIDENCE_KINDS  # the kernel's KIND is the index in this list
 
 
 @triton.jit(do_not_specialize=["n_blocks", "plane"])

@@ -20,6 +20,7 @@
 #include <omp.h>
 #endif
 
+#include "gtl/confidence_kind.h"
 #include "gtl/philox.h"
 
 namespace gtl::cpu {
@@ -120,7 +121,7 @@ struct TopkArgs {  // topk_log_softmax
   int64_t* ids = nullptr;   // [n, k]
 };
 
-enum class ConfidenceKind : int { kMaxProb, kMargin, kNegEntropy };
+using gtl::ConfidenceKind;  // gtl/confidence_kind.h
 
 struct ConfidenceArgs {
   ScoreArgs s;
