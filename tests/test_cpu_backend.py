@@ -3,7 +3,7 @@
 - results do not depend on the thread count (rows split across threads, or one row's chunks split across threads);
 - token agreement with the float64 reference on random inputs (reported, >= 99.99%), and every disagreement is a
   near-tie of the race keys (bit-identical tokens otherwise);
-- the vector exp/log/E error bounds documented in docs/CPU_BACKEND.md (csrc/cpu/vec_accuracy.cc);
+- the vector exp/log/E error bounds documented in docs/CPU_BACKEND.md (tests/cpp/vec_accuracy.cc);
 - the baseline (SSE2) and AVX2 builds of the kernels agree with the widest one;
 - padded row strides and element offsets beyond 2**31.
 """
@@ -148,9 +148,9 @@ def test_masked_transition_agrees_with_the_reference():
 def _compile_accuracy_tool(tmp_path):
     gxx = shutil.which("g++")
     if gxx is None:
-        pytest.skip("no g++ to build csrc/cpu/vec_accuracy.cc")
+        pytest.skip("no g++ to build tests/cpp/vec_accuracy.cc")
     exe = tmp_path / "vec_accuracy"
-    subprocess.run([gxx, "-std=c++20", "-O2", f"-I{ROOT / 'csrc' / 'include'}", str(ROOT / "csrc/cpu/vec_accuracy.cc"),
+    subprocess.run([gxx, "-std=c++20", "-O2", f"-I{ROOT / 'csrc' / 'include'}", str(ROOT / "tests/cpp/vec_accuracy.cc"),
                     "-o", str(exe)], check=True, capture_output=True)
     return exe
 
