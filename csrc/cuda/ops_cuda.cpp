@@ -126,9 +126,12 @@ at::Tensor guided_log_softmax_cuda(const at::Tensor& logits, const c10::optional
   return out;
 }
 
-at::Tensor sample_cuda(const at::Tensor& logits, const c10::optional<at::Tensor>& bias, const at::Tensor& gamma,
-                       const at::Tensor& temperature, int64_t top_k, const at::Tensor& seeds, const at::Tensor& offset,
-                       const c10::optional<at::Tensor>& index) {
+// (tokens int64 [N], logprob float32 [N]): the log-probability of each drawn token comes from the same kernels, out
+// of the race's own statistics (KERNEL_SPEC §2 `sample`).
+std::tuple<at::Tensor, at::Tensor> sample_cuda(const at::Tensor& logits, const c10::optional<at::Tensor>& bias,
+                                               const at::Tensor& gamma, const at::Tensor& temperature, int64_t top_k,
+                                               const at::Tensor& seeds, const at::Tensor& offset,
+                                               const c10::optional<at::Tensor>& index) {
   const c10::cuda::CUDAGuard guard(logits.device());
   Problem p = scores_problem("sample", logits, bias, gamma, temperature);
   TORCH_CHECK(top_k >= 0, "sample: top_k must be >= 0, got ", top_k);
@@ -136,12 +139,14 @@ at::Tensor sample_cuda(const at::Tensor& logits, const c10::optional<at::Tensor>
   p.top_k = top_k >= p.v ? 0 : top_k;
   set_index("sample", p, logits, index);
   at::Tensor out = at::empty({p.n}, logits.options().dtype(at::kLong));
-  if (p.n == 0) return out;
+  at::Tensor logprob = at::empty({p.n}, logits.options().dtype(at::kFloat));
+  if (p.n == 0) return {out, logprob};
   p.out_ids = out.data_ptr<int64_t>();
+  p.out_logprob = logprob.data_ptr<float>();
   const int sms = num_sms();
   const at::Tensor ws = workspace(Op::kSample, p, logits, sms);
   C10_CUDA_CHECK(gtl::cuda::launch_sample(p, sms, at::cuda::getCurrentCUDAStream()));
-  return out;
+  return {out, logprob};
 }
 
 at::Tensor masked_transition_cuda(const at::Tensor& x_t, const at::Tensor& logits, const c10::optional<at::Tensor>& bias,
@@ -164,6 +169,7 @@ at::Tensor masked_transition_cuda(const at::Tensor& x_t, const at::Tensor& logit
   p.stay_prob = stay_prob.data_ptr<float>();
   p.stay_prob_stride = stay_prob.stride(0);
   p.mask_id = mask_id;
+  // p.out_logprob stays null: masked_transition returns the tokens only (its schema, csrc/ops.cpp)
   at::Tensor out = at::empty({p.n}, logits.options().dtype(at::kLong));
   if (p.n == 0) return out;
   p.out_ids = out.data_ptr<int64_t>();

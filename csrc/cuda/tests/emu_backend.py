@@ -59,6 +59,7 @@ class Problem(ctypes.Structure):
         ("kind", ctypes.c_int32),
         ("out_values", ctypes.c_void_p),
         ("out_ids", ctypes.c_void_p),
+        ("out_logprob", ctypes.c_void_p),
         ("workspace", ctypes.c_void_p),
     ]
 
@@ -206,9 +207,10 @@ def sample(logits, bias, gamma, temperature, top_k, seeds, offset, index):
         p.top_k = 0 if top_k >= logits.size(1) else top_k
         _index(buf, p, "sample", logits, index)
         out, p.out_ids = buf.out((logits.size(0),), torch.int64)
+        logprob, p.out_logprob = buf.out((logits.size(0),), torch.float32)
         if logits.size(0):
             _run("sample", p)
-        return buf.copy_out(out, p.out_ids)
+        return buf.copy_out(out, p.out_ids), buf.copy_out(logprob, p.out_logprob)
     finally:
         buf.free()
 

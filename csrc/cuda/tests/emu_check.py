@@ -5,7 +5,8 @@
 - Alignment invariance: a row read with scalar loads (misaligned start) gives the same bits as the same row read with
   16-byte vector loads.
 - Agreement with the float64 reference on the paths the suite's small shapes do not reach (long rows with a partial
-  last chunk, fp64/bf16/fp16 bias, top-k sampling over several chunks, k > kTopkMax fallback).
+  last chunk, fp64/bf16/fp16 bias, top-k sampling over several chunks, k > kTopkMax fallback), and sample's
+  log-probability of the drawn token on every path (special rows, top-k, candidates).
 """
 
 from __future__ import annotations
@@ -113,17 +114,22 @@ def check_against_reference():
             check(bool(ok.all()), f"guided_log_softmax {dtype} bias={bias_dtype} sms={sms}")
             for top_k in (0, 5, 1500):
                 off = torch.tensor(11, dtype=torch.int64)
-                got = with_sms(sms, eb.sample, logits, bias, gamma, temperature, top_k, seeds, off, None)
-                want = ref.sample(logits, bias, gamma, temperature, top_k, seeds, off)
-                check(int((got != want).sum()) <= 1, f"sample {dtype} bias={bias_dtype} top_k={top_k} sms={sms}: {got} vs {want}")
+                got, got_lp = with_sms(sms, eb.sample, logits, bias, gamma, temperature, top_k, seeds, off, None)
+                want, want_lp = ref.sample(logits, bias, gamma, temperature, top_k, seeds, off)
+                what = f"sample {dtype} bias={bias_dtype} top_k={top_k} sms={sms}"
+                check(int((got != want).sum()) <= 1, f"{what}: {got} vs {want}")
+                agree = got == want
+                check(close_logprob(got_lp[agree], want_lp[agree]), f"{what} logprob: {got_lp} vs {want_lp}")
     # top-k restriction with ties at the k-th score (lower ids win) over several chunks
     logits = torch.zeros(3, 4100)
     logits[:, 4000] = 1.0
     seeds = torch.arange(3, dtype=torch.int64)
     for t in range(40):
         off = torch.tensor(t, dtype=torch.int64)
-        got = eb.sample(logits, None, torch.ones(3), torch.ones(3), 3, seeds, off, None)
+        got, lp = eb.sample(logits, None, torch.ones(3), torch.ones(3), 3, seeds, off, None)
         check(set(got.tolist()) <= {0, 1, 4000}, f"top-k ties: {got.tolist()}")
+        want_lp = torch.where(got == 4000, 1.0, 0.0) - math.log(2 + math.e)  # log_softmax over {0, 1, 4000}
+        check(close_logprob(lp, want_lp), f"top-k ties logprob: {lp.tolist()}")
     # k beyond the kernel's sort: the fallback
     logits, bias, gamma, temperature, _ = inputs(4, 3000, torch.float32, None, seed=5)
     vals, ids = eb.topk_log_softmax(logits, 2000, bias, gamma, temperature)
@@ -132,9 +138,49 @@ def check_against_reference():
     check(bool((ids[3] == -1).all()) and bool((ids[:3] >= 0).all()), "topk fallback ids")
 
 
+def close_logprob(got, want):
+    # the suite's tolerance for sample's log-probabilities (tests/test_sample.py), NaN where NaN is wanted
+    return bool(torch.isclose(got.double(), want.double(), rtol=1e-5, atol=2e-5, equal_nan=True).all())
+
+
+def check_logprob():
+    """sample's log-probability (KERNEL_SPEC §2) on both launch paths and with top-k: the reference's on the special
+    rows (NaN: NaN; -inf thinned; +inf: -ln 2; greedy: 0, T < 0: NaN), guided_log_softmax's own value at the drawn token
+    without top-k (the same formula from the same statistics), and the candidate path over the candidate columns."""
+    logits, bias, gamma, temperature, seeds = inputs(8, 2500, torch.float32, torch.bfloat16, seed=17)
+    temperature[4] = -1.0  # invalid: NaN without reading the row
+    temperature[5] = math.inf  # uniform over the finite tokens
+    off = torch.tensor(5, dtype=torch.int64)
+    for sms in (1, 132):
+        glsm = with_sms(sms, eb.guided_log_softmax, logits, bias, gamma, temperature)
+        for top_k in (0, 7, 1500):
+            got, lp = with_sms(sms, eb.sample, logits, bias, gamma, temperature, top_k, seeds, off, None)
+            want, want_lp = ref.sample(logits, bias, gamma, temperature, top_k, seeds, off)
+            what = f"logprob sms={sms} top_k={top_k}"
+            check(torch.equal(got, want), f"{what} tokens: {got.tolist()} vs {want.tolist()}")
+            check(close_logprob(lp, want_lp), f"{what}: {lp.tolist()} vs {want_lp.tolist()}")
+            check(bool(lp[[3, 4]].isnan().all()) and lp[7].item() == 0.0, f"{what} NaN/greedy rows: {lp.tolist()}")
+            check(abs(lp[2].item() + math.log(2)) < 1e-6, f"{what} +inf row: {lp[2].item()}")
+            if top_k == 0:
+                at = glsm.gather(1, got.clamp(min=0).unsqueeze(1)).squeeze(1)
+                ok = torch.isclose(lp, at, rtol=1e-6, atol=1e-6, equal_nan=True) | (got < 0)
+                check(bool(ok.all()), f"{what} vs guided_log_softmax: {lp.tolist()} vs {at.tolist()}")
+    # the candidate path: over the columns; one row's column ids span two chunks
+    scores = torch.randn(4, 1500, generator=torch.Generator().manual_seed(18)) * 2
+    index = torch.randperm(100_000, generator=torch.Generator().manual_seed(19))[:6000].view(4, 1500)
+    ones, seeds = torch.ones(4), torch.arange(4, dtype=torch.int64) + 3
+    for sms in (1, 132):
+        for top_k in (0, 20):
+            got, lp = with_sms(sms, eb.sample, scores, None, ones, ones, top_k, seeds, off, index)
+            want, want_lp = ref.sample(scores, None, ones, ones, top_k, seeds, off, index)
+            what = f"candidate logprob sms={sms} top_k={top_k}"
+            check(torch.equal(got, want) and close_logprob(lp, want_lp), f"{what}: {lp.tolist()} vs {want_lp.tolist()}")
+
+
 if __name__ == "__main__":
     check_path_and_alignment_invariance()
     check_against_reference()
+    check_logprob()
     print(f"emu launches: {eb.STATS['row']} row path, {eb.STATS['split']} split path")
     if FAILED:
         print(f"emu_check: {len(FAILED)} failure(s)")

@@ -59,7 +59,7 @@ int gtl_emu_problem_layout(int64_t* out, int capacity) {
       offsetof(Problem, x_t),       offsetof(Problem, x_t_stride),         offsetof(Problem, stay_prob),
       offsetof(Problem, stay_prob_stride), offsetof(Problem, mask_id),     offsetof(Problem, k),
       offsetof(Problem, kind),      offsetof(Problem, out_values),         offsetof(Problem, out_ids),
-      offsetof(Problem, workspace), sizeof(Problem)};
+      offsetof(Problem, out_logprob), offsetof(Problem, workspace),        sizeof(Problem)};
   const int n = static_cast<int>(sizeof(offsets) / sizeof(offsets[0]));
   for (int i = 0; i < n && i < capacity; ++i) out[i] = offsets[i];
   return n;

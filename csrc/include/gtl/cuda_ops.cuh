@@ -147,9 +147,19 @@ GTL_DEV void write_chunk(const RowCtx<TL>& row, const OutForm& f, int64_t c, int
 // token  (z - m) * k2 - log2 E(v, stream 0); with +inf tokens the masses are log2 (count) and 0. The argmax is
 // exact with ties toward the lower index, so the result does not depend on how chunks or tokens meet threads.
 // `row` must be valid and sampled (T > 0).
+//
+// The drawn token (`id`, every thread) and, in the one thread that raced it (`mine`), its log2 weight `d` =
+// (z - m) * k2 (0 with +inf tokens): what sample's log-probability needs besides the row statistics, kept from the
+// token race instead of re-read.
+struct Drawn {
+  int64_t id;
+  float d;
+  bool mine;
+};
+
 template <class TL>
-GTL_DEV int64_t race(const RowCtx<TL>& row, const ChunkStats* cs, int64_t n_chunks, const RowStats& rs, const Rng& rng,
-                     Scratch& sc) {
+GTL_DEV Drawn race(const RowCtx<TL>& row, const ChunkStats* cs, int64_t n_chunks, const RowStats& rs, const Rng& rng,
+                   Scratch& sc) {
   const int tid = threadIdx.x;
   const bool pos_inf = rs.m == kInf;
   KeyId best = key_id_none();
@@ -169,6 +179,7 @@ GTL_DEV int64_t race(const RowCtx<TL>& row, const ChunkStats* cs, int64_t n_chun
   }
   const int64_t chosen = block_best(best, sc.k).id;
   KeyId tok = key_id_none();
+  float tok_d = 0.f;
   for (int i = tid; i < kChunk; i += kThreads) {
     const int64_t v = chosen * kChunk + i;
     if (v >= row.v) break;
@@ -177,9 +188,13 @@ GTL_DEV int64_t race(const RowCtx<TL>& row, const ChunkStats* cs, int64_t n_chun
     if (!allowed) continue;
     const float d = pos_inf ? 0.f : (z - rs.m) * row.k2;
     const KeyId cand{d + neg_log2_exponential(random_bits64(rng.seed, static_cast<uint32_t>(v), rng.offset, kStreamToken)), v};
-    if (beats(cand, tok)) tok = cand;
+    if (beats(cand, tok)) {
+      tok = cand;
+      tok_d = d;
+    }
   }
-  return block_best(tok, sc.k).id;
+  const int64_t won = block_best(tok, sc.k).id;
+  return Drawn{won, tok_d, tok.id == won};  // token v is raced by thread v % kThreads only: one thread is `mine`
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -245,6 +260,7 @@ GTL_DEV void process_row(const Problem& p, const Work& w, int64_t r, Smem& sm) {
       } else if (tid == 0) {
         p.out_ids[r] = -1;
         if constexpr (kOp == Op::kConfidence) p.out_values[r] = NAN;
+        if constexpr (kOp == Op::kSample) p.out_logprob[r] = NAN;
       }
       return;
     }
@@ -292,7 +308,31 @@ GTL_DEV void process_row(const Problem& p, const Work& w, int64_t r, Smem& sm) {
     for (int64_t c = first + warp; c < last; c += kWarps) write_chunk(row, f, c, lane, out_row);
   } else if constexpr (Tr::kRace) {
     int64_t token = -1;
-    if (valid) token = row.mode == kModeGreedy ? rs.argmax : race(row, cs, n_chunks, rs, rng, sm.sc);
+    Drawn drawn{-1, 0.f, false};
+    if (valid) {
+      if (row.mode == kModeGreedy) {
+        token = rs.argmax;
+      } else {
+        drawn = race(row, cs, n_chunks, rs, rng, sm.sc);
+        token = drawn.id;
+      }
+    }
+    if constexpr (kOp == Op::kSample) {
+      // KERNEL_SPEC §2 `sample`: the log-probability of the drawn token under the distribution it was drawn from,
+      // from what the race already holds (no further read of the row): the row statistics m, S (the chunk masses
+      // M_c combined, over the allowed set: the top-k threshold and the filters applied) and the winner's log2
+      // weight d = (z - m) * k2, so log p = (d - log2 S) * ln 2, guided_log_softmax's formula (out_value). +inf
+      // tokens share the mass: -ln(count). Greedy rows: a point mass, 0. Invalid rows: NaN. On the candidate path
+      // the distribution is over the columns. The thread that raced the winner writes it (no extra barrier).
+      const bool normal = valid && row.mode == kModeSample && rs.m < kInf;
+      if (normal) {
+        if (drawn.mine) p.out_logprob[r] = (drawn.d - log2f(rs.s)) * kLn2;
+      } else if (tid == 0) {
+        p.out_logprob[r] = !valid || token < 0 ? NAN
+                           : row.mode == kModeGreedy ? 0.f
+                                                     : 0.f - logf(static_cast<float>(rs.n_inf));
+      }
+    }
     if (tid == 0) {
       // the candidate path: the drawn column's id (rows decided without a draw returned above)
       if (p.index != nullptr && token >= 0) token = p.index[row_offset(r, p.index_stride) + token];

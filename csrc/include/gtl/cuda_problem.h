@@ -78,6 +78,9 @@ struct Problem {
   // outputs (contiguous, allocated by the glue)
   float* out_values = nullptr;  // guided_log_softmax [n, v]; topk values [n, k]; confidence scores [n]
   int64_t* out_ids = nullptr;   // sample/masked [n]; topk ids [n, k]; confidence argmax [n]
+  // sample [n] (required there): the log-probability of the drawn token under the distribution it was drawn from
+  // (KERNEL_SPEC §2 `sample`); null for masked_transition, whose schema returns the tokens only
+  float* out_logprob = nullptr;
   // workspace (split path), carved by the launcher from one device buffer of Plan::workspace_bytes
   void* workspace = nullptr;
 };
