@@ -13,6 +13,7 @@
 #include <cmath>
 #include <string>
 
+#include "gtl/confidence_kind.h"
 #include "launchers.h"
 
 namespace {
@@ -211,16 +212,8 @@ std::tuple<at::Tensor, at::Tensor> confidence_cuda(const at::Tensor& logits, con
                                                   c10::string_view kind) {
   const c10::cuda::CUDAGuard guard(logits.device());
   Problem p = scores_problem("confidence", logits, bias, gamma, temperature);
-  const std::string k(kind.data(), kind.size());
-  if (k == "max_prob") {
-    p.kind = gtl::cuda::ConfidenceKind::kMaxProb;
-  } else if (k == "margin") {
-    p.kind = gtl::cuda::ConfidenceKind::kMargin;
-  } else if (k == "neg_entropy") {
-    p.kind = gtl::cuda::ConfidenceKind::kNegEntropy;
-  } else {
-    TORCH_CHECK_VALUE(false, "confidence: kind must be one of max_prob, margin, neg_entropy, got '", k, "'");
-  }
+  TORCH_CHECK_VALUE(gtl::parse_confidence_kind(std::string_view(kind.data(), kind.size()), &p.kind),
+                    "confidence: kind must be one of ", gtl::kConfidenceKindList, ", got '", kind, "'");
   at::Tensor ids = at::empty({p.n}, logits.options().dtype(at::kLong));
   at::Tensor scores = at::empty({p.n}, logits.options().dtype(at::kFloat));
   if (p.n == 0) return {ids, scores};

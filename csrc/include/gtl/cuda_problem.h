@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "gtl/confidence_kind.h"
 #include "gtl/philox.h"  // kChunk and the stream numbers of the two-level race (KERNEL_SPEC §3)
 
 namespace gtl {
@@ -13,7 +14,7 @@ namespace cuda {
 
 enum class DType : int32_t { kNone = 0, kFloat32 = 1, kBFloat16 = 2, kFloat16 = 3, kFloat64 = 4 };
 enum class Op : int32_t { kGuidedLogSoftmax = 0, kSample = 1, kMaskedTransition = 2, kTopkLogSoftmax = 3, kConfidence = 4 };
-enum class ConfidenceKind : int32_t { kMaxProb = 0, kMargin = 1, kNegEntropy = 2 };
+using gtl::ConfidenceKind;  // gtl/confidence_kind.h
 
 constexpr int kThreads = 256;          // every block-level kernel: the fixed reduction trees depend on it
 constexpr int kWarps = kThreads / 32;  // warps of a row block
