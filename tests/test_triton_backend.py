@@ -207,9 +207,11 @@ def test_top_k_above_the_buffer_matches_the_reference():
     logits[0, 17] = NAN
     temperature[1] = 0.0
     k = _common.K_MAX + 300
-    got = torch.ops.gtl.sample_triton(logits, bias, gamma, temperature, k, seeds, offset, None).cpu()
-    want = reference.sample(logits.cpu(), bias.cpu(), gamma.cpu(), temperature.cpu(), k, seeds.cpu(), offset.cpu())
-    assert torch.equal(got, want)
+    got, got_lp = torch.ops.gtl.sample_triton(logits, bias, gamma, temperature, k, seeds, offset, None)
+    want, want_lp = reference.sample(logits.cpu(), bias.cpu(), gamma.cpu(), temperature.cpu(), k, seeds.cpu(),
+                                     offset.cpu())
+    assert torch.equal(got.cpu(), want)
+    torch.testing.assert_close(got_lp.cpu(), want_lp, atol=2e-5, rtol=1e-5, equal_nan=True)  # NaN, 0 (greedy), lp
     vals, ids = torch.ops.gtl.topk_log_softmax_triton(logits, k, bias, gamma, temperature)
     rv, ri = reference.topk_log_softmax(logits.cpu(), k, bias.cpu(), gamma.cpu(), temperature.cpu())
     assert torch.equal(ids.cpu()[1:], ri[1:]) and (ids[0] == -1).all()
@@ -238,18 +240,26 @@ def _compile_cases():
     from gtl_kernels.triton import _race, _stats, confidence, guided_log_softmax, philox, topk_log_softmax
 
     race = dict(R=1, HAS_BIAS=True, HAS_INDEX=False)
+    # LOGPROB: sample's log-probabilities (the ops use LOGPROB == not MASKED)
     return [
-        (_race._chunk_race_kernel, dict(CB=4, CW=1024, NCH=32, MASKED=True, FUSED=True, **race)),
-        (_race._chunk_race_kernel, dict(R=1, CB=1, CW=64, NCH=1, MASKED=False, FUSED=False, HAS_BIAS=False,
-                                        HAS_INDEX=True)),
-        (_race._chunk_fold_kernel, dict(SPLITS_PAD=64, CW=1024, NCH=128, MASKED=True, **race)),
-        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=64, CT=128, MASKED=False, FUSED=True, **race)),
-        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=1024, CT=8, MASKED=True, FUSED=False, **race)),
-        (_race._topk_fold_kernel, dict(R=1, SPLITS_PAD=4, K_PAD=64, CT=128, HAS_INDEX=False, MASKED=True)),
-        (_race._chunk_race_kernel, dict(CB=4, CW=1024, NCH=32, MASKED=True, FUSED=True, R=1, HAS_BIAS=True,
-                                        HAS_INDEX=True)),
-        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=64, CT=128, MASKED=True, FUSED=True, R=1, HAS_BIAS=True,
-                                       HAS_INDEX=True)),
+        (_race._chunk_race_kernel, dict(CB=4, CW=1024, NCH=32, MASKED=True, LOGPROB=False, FUSED=True, **race)),
+        (_race._chunk_race_kernel, dict(R=1, CB=1, CW=64, NCH=1, MASKED=False, LOGPROB=True, FUSED=False,
+                                        HAS_BIAS=False, HAS_INDEX=True)),
+        (_race._chunk_race_kernel, dict(CB=4, CW=1024, NCH=128, MASKED=False, LOGPROB=True, FUSED=True, **race)),
+        (_race._chunk_fold_kernel, dict(SPLITS_PAD=64, CW=1024, NCH=128, MASKED=True, LOGPROB=False, **race)),
+        (_race._chunk_fold_kernel, dict(SPLITS_PAD=64, CW=1024, NCH=128, MASKED=False, LOGPROB=True, **race)),
+        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=64, CT=128, MASKED=False, LOGPROB=True, FUSED=True,
+                                       **race)),
+        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=1024, CT=8, MASKED=True, LOGPROB=False, FUSED=False,
+                                       **race)),
+        (_race._topk_fold_kernel, dict(R=1, SPLITS_PAD=4, K_PAD=64, CT=128, HAS_INDEX=False, MASKED=True,
+                                       LOGPROB=False)),
+        (_race._topk_fold_kernel, dict(R=1, SPLITS_PAD=4, K_PAD=64, CT=128, HAS_INDEX=False, MASKED=False,
+                                       LOGPROB=True)),
+        (_race._chunk_race_kernel, dict(CB=4, CW=1024, NCH=32, MASKED=True, LOGPROB=False, FUSED=True, R=1,
+                                        HAS_BIAS=True, HAS_INDEX=True)),
+        (_race._topk_race_kernel, dict(BLOCK=2048, K_PAD=64, CT=128, MASKED=True, LOGPROB=False, FUSED=True, R=1,
+                                       HAS_BIAS=True, HAS_INDEX=True)),
         (_race._scores_kernel, dict(BLOCK=4096, HAS_BIAS=True, MASKED=True, HAS_INDEX=False)),
         (_race._scores_kernel, dict(BLOCK=4096, HAS_BIAS=True, MASKED=True, HAS_INDEX=True)),
         (_stats._stats_kernel, dict(BLOCK=4096, HAS_BIAS=True, CONFIDENCE=True, K_PAD=0)),
@@ -267,6 +277,7 @@ _POINTER_TYPES = {
     "ws_f_ptr": "*fp32", "ws_i_ptr": "*i32", "ws_buf_ptr": "*i64", "ws_bad_ptr": "*i32", "val_ptr": "*fp32",
     "idx_ptr": "*i64", "arg_ptr": "*i64", "score_ptr": "*fp32", "key_ptr": "*i64", "ctr_ptr": "*i64",
     "max_ptr": "*fp32", "sum_ptr": "*fp32", "cnt_ptr": "*i32", "part_f_ptr": "*fp32", "part_i_ptr": "*i32",
+    "lp_ptr": "*fp32",
     "stride_l": "i64", "stride_b": "i64", "stride_i": "i64",
 }
 

@@ -227,6 +227,16 @@ def stats_combine(m, S, A, t2, arg, cnt, bad, mb, Sb, Ab, t2b, argb, cntb, badb)
     return mn, S_new, A_new, t2_new, arg_new, cnt + cntb, bad | badb
 
 
+@triton.jit
+def max_sum_exp(m1, s1, m2, s2):
+    """Combine of a one-pass ``(max, sum exp(x - max))`` reduction (``tl.reduce``; an element starts as ``(x, 1)``,
+    an empty one as ``(-inf, 0)``): the log-sum-exp ``max + ln(sum)`` of a row in one reduction instead of two (one
+    cross-warp exchange fewer, which kept the log-probability of ``sample`` from adding spills on sm_90)."""
+    m = tl.maximum(m1, m2)
+    ms = tl.where(m > float("-inf"), m, 0.0)
+    return m, s1 * tl.exp(m1 - ms) + s2 * tl.exp(m2 - ms)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Launch sizes (Python)
 # ---------------------------------------------------------------------------------------------------------------------

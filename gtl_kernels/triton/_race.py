@@ -18,6 +18,11 @@ greedy partials and a small kernel folds them (exact max / min, so the split nev
 over them: no second read at all. Larger ``top_k`` (below ``V``) takes a slow path: a scores kernel, ``torch.sort``
 for the kept set, then the chunked race over the kept scores.
 
+``sample`` (``LOGPROB``) also writes the log-probability of the drawn token (KERNEL_SPEC §2 ``sample``) from what
+the race already holds: ``log Z`` is the log-sum-exp of the chunk masses ``M_c`` (top-k: of the buffer's race
+weights), the token's tempered score comes from the chunk re-read (top-k: the buffer), so the row is not read again.
+``masked_transition`` compiles this out.
+
 ``masked_transition`` (``MASKED``): a row whose ``x_t`` is not the mask is copied, and a masked row that stays masked
 (``U(0, stream 1) < stay_prob``, decided first) is not read either; ``mask_id`` is never drawn. On its candidate path
 (``MASKED`` and ``HAS_INDEX``) the excluded columns are those whose id ``index[r, col]`` is ``mask_id``, read beside
@@ -43,6 +48,7 @@ from ._common import (
     STREAM_TOKEN,
     exponential64,
     load_scores,
+    max_sum_exp,
     pack_key,
     philox_words,
     row_params,
@@ -78,11 +84,15 @@ def _rows_start(temp_ptr, gamma_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mas
 
 
 @triton.jit
-def _rows_write(out_ptr, index_ptr, stride_i, rows, ok, token, x, draw, bad, HAS_INDEX: tl.constexpr,
-                MASKED: tl.constexpr):
+def _rows_write(out_ptr, lp_ptr, index_ptr, stride_i, rows, ok, token, lp, x, draw, bad,
+                HAS_INDEX: tl.constexpr, MASKED: tl.constexpr, LOGPROB: tl.constexpr):
     """Final values: -1 for an invalid row, the candidate's id with ``index``, and for rows of the masked transition
-    that draw nothing, ``x_t`` itself (a copy, or the mask when the position stays masked)."""
+    that draw nothing, ``x_t`` itself (a copy, or the mask when the position stays masked). With ``LOGPROB``
+    (``sample``) the drawn column's log-probability ``lp`` too (the callers leave 0 for greedy rows, a point mass),
+    NaN for invalid rows (KERNEL_SPEC §2 ``sample``)."""
     token = tl.where(bad, -1, token).to(tl.int64)
+    if LOGPROB:
+        tl.store(lp_ptr + rows, tl.where(token < 0, float("nan"), lp), mask=ok)
     if HAS_INDEX:
         picked = tl.load(index_ptr + rows.to(tl.int64) * stride_i + tl.maximum(token, 0), mask=draw & (token >= 0))
         token = tl.where(token >= 0, picked, -1)
@@ -174,16 +184,27 @@ def _chunk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, m
 
 
 @triton.jit
+def _argmax_with_score(k1, c1, s1, k2, c2, s2):
+    """Combine of the token race's argmax: the larger key, on a tie the lower column, carrying that column's score."""
+    second = (k2 > k1) | ((k2 == k1) & (c2 < c1))
+    return tl.where(second, k2, k1), tl.where(second, c2, c1), tl.where(second, s2, s1)
+
+
+@triton.jit
 def _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_ptr, index_ptr, stride_i, out_ptr,
-                rows, ok, V, n_chunks, gamma, inv_t, greedy, bad_t, mask_id, seed, offset, x, draw, garg, bad,
+                lp_ptr, rows, ok, V, n_chunks, gamma, inv_t, greedy, bad_t, mask_id, seed, offset, x, draw, garg, bad,
                 NCH: tl.constexpr, CW: tl.constexpr, HAS_BIAS: tl.constexpr, MASKED: tl.constexpr,
-                HAS_INDEX: tl.constexpr):
+                HAS_INDEX: tl.constexpr, LOGPROB: tl.constexpr):
     """Both levels of the race for rows whose chunk statistics are in the workspace, then the rows' output.
 
     Chunk level, all chunks of a row at once: ``argmax_c (M_c - ln E(c, 2))`` with ``M_c = max_c + ln(sum_c)``
     (``ln(count of +inf)`` when the row holds ``+inf``). Token level: the winning chunk is read again for
     ``argmax_v (s_v - ln E(v, 0))`` over its allowed tokens (``+inf`` mode: its ``+inf`` tokens, equal scores).
     Ties go to the lower chunk / token.
+
+    ``LOGPROB`` (KERNEL_SPEC §2 ``sample``): ``log p = s_token - log Z`` with ``log Z = logsumexp_c M_c`` over the
+    same chunk masses the race uses (``+inf`` mode: masses ``ln(count)`` and scores 0, so ``-ln(count)``); no
+    further read of the row.
     """
     sampling = draw & ~greedy
     slot = tl.arange(0, NCH)[None, :]
@@ -197,14 +218,19 @@ def _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_
     cnt = tl.load(cnt_ptr + at, mask=live & pinf_chunk, other=0)
     w0, w1 = philox_words(seed[:, None] + slot * 0, slot, offset, STREAM_CHUNK)
     ln_e = tl.log(exponential64(w0, w1))
-    key = tl.where(pinf_mode[:, None], tl.where(cnt > 0, tl.log(cnt.to(tl.float32)) - ln_e, float("-inf")),
-                   mass - ln_e)
-    key = tl.where(live, key, float("-inf"))
+    # the chunk log-masses the race compares (+inf mode: ln(count of +inf), -inf for a chunk without one)
+    mass = tl.where(pinf_mode[:, None], tl.where(cnt > 0, tl.log(cnt.to(tl.float32)), float("-inf")), mass)
+    key = tl.where(live, mass - ln_e, float("-inf"))
     best = tl.max(key, axis=1)
     chunk = tl.where(best > float("-inf"), tl.min(tl.where(key == best[:, None], slot, INT32_MAX), axis=1), -1)
 
     racing = sampling & (chunk >= 0)
     token = tl.where(greedy, garg, -1)
+    lp = tl.zeros(token.shape, tl.float32)  # greedy rows: 0 (they never race)
+    if LOGPROB:  # log Z = logsumexp_c M_c, in one (max, sum exp) reduction
+        nonempty = live & (mass > float("-inf"))
+        top, total = tl.reduce((tl.where(nonempty, mass, float("-inf")), nonempty.to(tl.float32)), 1, max_sum_exp)
+        log_z = top + tl.log(total)
     if tl.max(racing.to(tl.int32)) > 0:
         col = chunk[:, None] * CHUNK_C + tl.arange(0, CW)[None, :]
         rows64 = rows.to(tl.int64)
@@ -215,19 +241,26 @@ def _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_
         score = tl.where(pinf_mode[:, None], 0.0, s)
         tw0, tw1 = philox_words(seed[:, None] + col * 0, col, offset, STREAM_TOKEN)
         tkey = tl.where(allowed, score - tl.log(exponential64(tw0, tw1)), float("-inf"))
-        tbest = tl.max(tkey, axis=1)
-        won = tl.min(tl.where(tkey == tbest[:, None], col, INT32_MAX), axis=1)
+        if LOGPROB:
+            # the winner (largest key, then lowest column: the same token as below) and its tempered score (0 in
+            # +inf mode) in one reduction instead of max, min and a gather of the score
+            tbest, won, won_s = tl.reduce((tkey, col, score), 1, _argmax_with_score)
+            lp = tl.where(racing, won_s - log_z, lp)
+        else:
+            tbest = tl.max(tkey, axis=1)
+            won = tl.min(tl.where(tkey == tbest[:, None], col, INT32_MAX), axis=1)
         token = tl.where(racing, won, token)
-    _rows_write(out_ptr, index_ptr, stride_i, rows, ok, token, x, draw, (bad != 0) | bad_t, HAS_INDEX, MASKED)
+    _rows_write(out_ptr, lp_ptr, index_ptr, stride_i, rows, ok, token, lp, x, draw, (bad != 0) | bad_t,
+                HAS_INDEX, MASKED, LOGPROB)
 
 
 @triton.jit(do_not_specialize=["n_rows", "n_chunks", "n_blocks", "blocks_per_split", "plane", "mask_id"])
 def _chunk_race_kernel(
     logits_ptr, stride_l, bias_ptr, stride_b, gamma_ptr, temp_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id,
-    index_ptr, stride_i, out_ptr, max_ptr, sum_ptr, cnt_ptr, part_f_ptr, part_i_ptr, n_rows, V, n_chunks, n_blocks,
-    blocks_per_split, plane,
+    index_ptr, stride_i, out_ptr, lp_ptr, max_ptr, sum_ptr, cnt_ptr, part_f_ptr, part_i_ptr, n_rows, V, n_chunks,
+    n_blocks, blocks_per_split, plane,
     R: tl.constexpr, CB: tl.constexpr, CW: tl.constexpr, NCH: tl.constexpr, HAS_BIAS: tl.constexpr,
-    MASKED: tl.constexpr, HAS_INDEX: tl.constexpr, FUSED: tl.constexpr,
+    MASKED: tl.constexpr, HAS_INDEX: tl.constexpr, LOGPROB: tl.constexpr, FUSED: tl.constexpr,
 ):
     rows = tl.program_id(0) * R + tl.arange(0, R)
     split = tl.program_id(1)
@@ -244,8 +277,8 @@ def _chunk_race_kernel(
     if FUSED:
         tl.debug_barrier()  # the program's own workspace stores, visible to all its threads
         _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_ptr, index_ptr, stride_i, out_ptr,
-                    rows, ok, V, n_chunks, gamma, inv_t, greedy, bad_t, mask_id, seed, offset, x, draw, garg, bad,
-                    NCH, CW, HAS_BIAS, MASKED, HAS_INDEX)
+                    lp_ptr, rows, ok, V, n_chunks, gamma, inv_t, greedy, bad_t, mask_id, seed, offset, x, draw, garg,
+                    bad, NCH, CW, HAS_BIAS, MASKED, HAS_INDEX, LOGPROB)
     else:
         i = rows * tl.num_programs(1) + split
         tl.store(part_f_ptr + i, gval, mask=ok)
@@ -256,10 +289,10 @@ def _chunk_race_kernel(
 @triton.jit(do_not_specialize=["n_rows", "n_chunks", "n_splits", "plane", "mask_id"])
 def _chunk_fold_kernel(
     logits_ptr, stride_l, bias_ptr, stride_b, gamma_ptr, temp_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id,
-    index_ptr, stride_i, out_ptr, max_ptr, sum_ptr, cnt_ptr, part_f_ptr, part_i_ptr, n_rows, V, n_chunks, n_splits,
-    plane,
+    index_ptr, stride_i, out_ptr, lp_ptr, max_ptr, sum_ptr, cnt_ptr, part_f_ptr, part_i_ptr, n_rows, V, n_chunks,
+    n_splits, plane,
     R: tl.constexpr, SPLITS_PAD: tl.constexpr, CW: tl.constexpr, NCH: tl.constexpr, HAS_BIAS: tl.constexpr,
-    MASKED: tl.constexpr, HAS_INDEX: tl.constexpr,
+    MASKED: tl.constexpr, HAS_INDEX: tl.constexpr, LOGPROB: tl.constexpr,
 ):
     """After a split scan: fold the greedy partials (largest value, lowest column) and NaN flags, then race."""
     rows = tl.program_id(0) * R + tl.arange(0, R)
@@ -276,8 +309,8 @@ def _chunk_fold_kernel(
                            axis=1), -1)
     bad = tl.max(tl.load(part_i_ptr + plane + i, mask=m, other=0), axis=1)
     _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_ptr, index_ptr, stride_i, out_ptr,
-                rows, ok, V, n_chunks, gamma, inv_t, greedy, bad_t, mask_id, seed, offset, x, draw, garg, bad,
-                NCH, CW, HAS_BIAS, MASKED, HAS_INDEX)
+                lp_ptr, rows, ok, V, n_chunks, gamma, inv_t, greedy, bad_t, mask_id, seed, offset, x, draw, garg, bad,
+                NCH, CW, HAS_BIAS, MASKED, HAS_INDEX, LOGPROB)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -306,21 +339,26 @@ def _topk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, ro
 
 
 @triton.jit
-def _topk_finish(index_ptr, stride_i, out_ptr, rows, ok, V, top_k, greedy, bad_t, seed, offset, x, draw, buf_desc,
-                 bad, K_PAD: tl.constexpr, CT: tl.constexpr, HAS_INDEX: tl.constexpr, MASKED: tl.constexpr):
+def _topk_finish(index_ptr, stride_i, out_ptr, lp_ptr, rows, ok, V, top_k, greedy, bad_t, seed, offset, x, draw,
+                 buf_desc, bad, K_PAD: tl.constexpr, CT: tl.constexpr, HAS_INDEX: tl.constexpr, MASKED: tl.constexpr,
+                 LOGPROB: tl.constexpr):
     s, col = unpack_key(tl.max(buf_desc, axis=1))  # the best key: the greedy token
     token = tl.where(s > float("-inf"), col, -1)
+    lp = tl.zeros(s.shape, tl.float32)
     if tl.max((draw & ~greedy).to(tl.int32)) > 0:
-        token = tl.where(greedy, token, buffer_race(buf_desc, top_k, tl.cdiv(V, CHUNK_C), seed, offset, K_PAD, CT))
-    _rows_write(out_ptr, index_ptr, stride_i, rows, ok, token, x, draw, (bad != 0) | bad_t, HAS_INDEX, MASKED)
+        drawn, drawn_lp = buffer_race(buf_desc, top_k, tl.cdiv(V, CHUNK_C), seed, offset, K_PAD, CT, LOGPROB)
+        token = tl.where(greedy, token, drawn)
+        lp = tl.where(greedy, 0.0, drawn_lp)
+    _rows_write(out_ptr, lp_ptr, index_ptr, stride_i, rows, ok, token, lp, x, draw, (bad != 0) | bad_t,
+                HAS_INDEX, MASKED, LOGPROB)
 
 
 @triton.jit(do_not_specialize=["n_rows", "top_k", "n_blocks", "blocks_per_split", "mask_id"])
 def _topk_race_kernel(
     logits_ptr, stride_l, bias_ptr, stride_b, gamma_ptr, temp_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id,
-    index_ptr, stride_i, out_ptr, ws_buf_ptr, ws_bad_ptr, n_rows, V, top_k, n_blocks, blocks_per_split,
+    index_ptr, stride_i, out_ptr, lp_ptr, ws_buf_ptr, ws_bad_ptr, n_rows, V, top_k, n_blocks, blocks_per_split,
     R: tl.constexpr, BLOCK: tl.constexpr, K_PAD: tl.constexpr, CT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    MASKED: tl.constexpr, HAS_INDEX: tl.constexpr, FUSED: tl.constexpr,
+    MASKED: tl.constexpr, HAS_INDEX: tl.constexpr, LOGPROB: tl.constexpr, FUSED: tl.constexpr,
 ):
     rows = tl.program_id(0) * R + tl.arange(0, R)
     split = tl.program_id(1)
@@ -332,8 +370,8 @@ def _topk_race_kernel(
     buf, bad = _topk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, rows, V, gamma, inv_t, draw,
                           mask_id, lo, hi, BLOCK, K_PAD, HAS_BIAS, MASKED, HAS_INDEX)
     if FUSED:
-        _topk_finish(index_ptr, stride_i, out_ptr, rows, ok, V, top_k, greedy, bad_t, seed, offset, x, draw,
-                     buffer_descending(buf), bad, K_PAD, CT, HAS_INDEX, MASKED)
+        _topk_finish(index_ptr, stride_i, out_ptr, lp_ptr, rows, ok, V, top_k, greedy, bad_t, seed, offset, x, draw,
+                     buffer_descending(buf), bad, K_PAD, CT, HAS_INDEX, MASKED, LOGPROB)
     else:
         i = rows.to(tl.int64) * tl.num_programs(1) + split
         tl.store(ws_buf_ptr + i[:, None] * K_PAD + tl.arange(0, K_PAD)[None, :], buf, mask=ok[:, None])
@@ -342,18 +380,18 @@ def _topk_race_kernel(
 
 @triton.jit(do_not_specialize=["n_rows", "top_k", "n_splits", "mask_id"])
 def _topk_fold_kernel(
-    gamma_ptr, temp_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id, index_ptr, stride_i, out_ptr, ws_buf_ptr,
-    ws_bad_ptr, n_rows, V, top_k, n_splits,
+    gamma_ptr, temp_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id, index_ptr, stride_i, out_ptr, lp_ptr,
+    ws_buf_ptr, ws_bad_ptr, n_rows, V, top_k, n_splits,
     R: tl.constexpr, SPLITS_PAD: tl.constexpr, K_PAD: tl.constexpr, CT: tl.constexpr, HAS_INDEX: tl.constexpr,
-    MASKED: tl.constexpr,
+    MASKED: tl.constexpr, LOGPROB: tl.constexpr,
 ):
     rows = tl.program_id(0) * R + tl.arange(0, R)
     gamma, inv_t, greedy, bad_t, seed, offset, x, draw, ok = _rows_start(
         temp_ptr, gamma_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id, rows, n_rows, MASKED
     )
     bufs, bad = load_split_buffers(ws_buf_ptr, ws_bad_ptr, rows, ok, n_splits, SPLITS_PAD, K_PAD)
-    _topk_finish(index_ptr, stride_i, out_ptr, rows, ok, V, top_k, greedy, bad_t, seed, offset, x, draw,
-                 buffer_merge(bufs, K_PAD), bad, K_PAD, CT, HAS_INDEX, MASKED)
+    _topk_finish(index_ptr, stride_i, out_ptr, lp_ptr, rows, ok, V, top_k, greedy, bad_t, seed, offset, x, draw,
+                 buffer_merge(bufs, K_PAD), bad, K_PAD, CT, HAS_INDEX, MASKED, LOGPROB)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -379,40 +417,44 @@ def _scores_kernel(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def draw(logits, bias, gamma, temperature, top_k, seeds, offset, index=None, x_t=None, stay_prob=None, mask_id=-1):
-    """Tokens int64 ``[N]`` for normalized arguments (see ``reference.py``); ``x_t`` given: the masked transition."""
+def draw(logits, bias, gamma, temperature, top_k, seeds, offset, index=None, x_t=None, stay_prob=None, mask_id=-1,
+         logprob=False):
+    """Tokens int64 ``[N]`` for normalized arguments (see ``reference.py``); ``x_t`` given: the masked transition.
+    ``logprob`` (``sample``): ``(tokens, log-probability float32 [N] of each drawn token)`` (KERNEL_SPEC §2)."""
     n, v = logits.shape
     device = logits.device
     out = torch.empty(n, dtype=torch.int64, device=device)
-    if n == 0:
-        return out
-    if top_k >= v:
-        top_k = 0  # keeping every token is no restriction (reference: _top_k_restriction)
-    with _common.quiet(device):
-        if top_k > K_MAX:
-            return _draw_large_k(logits, bias, gamma, temperature, top_k, seeds, offset, index, x_t, stay_prob,
-                                 mask_id)
-        args = _Args(logits, bias, gamma, temperature, seeds, offset, index, x_t, stay_prob, mask_id, out)
-        if top_k > 0:
-            _launch_topk(args, top_k)
-        else:
-            _launch_chunked(args)
-    return out
+    lp = torch.empty(n, dtype=torch.float32, device=device) if logprob else None
+    if n > 0:
+        if top_k >= v:
+            top_k = 0  # keeping every token is no restriction (reference: _top_k_restriction)
+        with _common.quiet(device):
+            if top_k > K_MAX:
+                _draw_large_k(logits, bias, gamma, temperature, top_k, seeds, offset, index, x_t, stay_prob, mask_id,
+                              out, lp)
+            else:
+                args = _Args(logits, bias, gamma, temperature, seeds, offset, index, x_t, stay_prob, mask_id, out, lp)
+                if top_k > 0:
+                    _launch_topk(args, top_k)
+                else:
+                    _launch_chunked(args)
+    return (out, lp) if logprob else out
 
 
 class _Args:
     """Kernel arguments shared by every launch; absent optional tensors are replaced by a dummy pointer that the
-    constexpr flags keep from being read."""
+    constexpr flags keep from being read (``lp``: the log-probabilities, ``sample`` only)."""
 
-    def __init__(self, logits, bias, gamma, temperature, seeds, offset, index, x_t, stay_prob, mask_id, out):
+    def __init__(self, logits, bias, gamma, temperature, seeds, offset, index, x_t, stay_prob, mask_id, out, lp=None):
         self.n, self.v = logits.shape
         self.device = logits.device
-        self.flags = dict(HAS_BIAS=bias is not None, MASKED=x_t is not None, HAS_INDEX=index is not None)
+        self.flags = dict(HAS_BIAS=bias is not None, MASKED=x_t is not None, HAS_INDEX=index is not None,
+                          LOGPROB=lp is not None)
         self.head = (
             logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0),
             gamma, temperature, seeds, offset, seeds if x_t is None else x_t, gamma if stay_prob is None else stay_prob,
             mask_id if x_t is not None else -1, seeds if index is None else index,
-            0 if index is None else index.stride(0), out,
+            0 if index is None else index.stride(0), out, out if lp is None else lp,
         )
 
 
@@ -483,7 +525,7 @@ def _launch_topk(a: _Args, top_k: int) -> None:
         wrap_triton(_topk_fold_kernel)[(grid,)](
             *head, ws_buf, ws_bad, a.n, a.v, top_k, splits,
             R=rows, SPLITS_PAD=triton.next_power_of_2(splits), K_PAD=k_pad, CT=ct, num_warps=warps,
-            HAS_INDEX=a.flags["HAS_INDEX"], MASKED=a.flags["MASKED"],
+            HAS_INDEX=a.flags["HAS_INDEX"], MASKED=a.flags["MASKED"], LOGPROB=a.flags["LOGPROB"],
         )
 
 
@@ -503,16 +545,15 @@ def scores(logits, bias, gamma, temperature, mask_id=-1, index=None):
     return out
 
 
-def _draw_large_k(logits, bias, gamma, temperature, top_k, seeds, offset, index, x_t, stay_prob, mask_id):
+def _draw_large_k(logits, bias, gamma, temperature, top_k, seeds, offset, index, x_t, stay_prob, mask_id, out, lp):
     """``top_k > K_MAX``: the kept set from ``torch.sort`` of the kernel's own scores (ties toward the lower id, NaN
     kept so the row stays invalid), then the chunked race over them at unit temperature (greedy and invalid rows
-    keep their temperature's meaning)."""
+    keep their temperature's meaning), into ``out`` (and ``lp``: the race's log-probabilities over the kept, already
+    tempered scores are those of the top-k restricted distribution, KERNEL_SPEC §2 ``sample``)."""
     s = scores(logits, bias, gamma, temperature, mask_id if x_t is not None else -1, index)
     order = torch.sort(s.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf")), dim=-1,
                        descending=True, stable=True).indices[:, :top_k]
     keep = torch.zeros_like(s, dtype=torch.bool).scatter_(1, order, True) | s.isnan()
     kept = torch.where(keep, s, float("-inf"))
     unit = torch.where(temperature > 0, torch.ones_like(temperature), temperature)
-    out = torch.empty(logits.shape[0], dtype=torch.int64, device=logits.device)
-    _launch_chunked(_Args(kept, None, gamma, unit, seeds, offset, index, x_t, stay_prob, mask_id, out))
-    return out
+    _launch_chunked(_Args(kept, None, gamma, unit, seeds, offset, index, x_t, stay_prob, mask_id, out, lp))

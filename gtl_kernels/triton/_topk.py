@@ -27,6 +27,7 @@ from ._common import (
     STREAM_CHUNK,
     STREAM_TOKEN,
     exponential64,
+    max_sum_exp,
     philox_words,
     unpack_key,
 )
@@ -72,14 +73,20 @@ def load_split_buffers(ws_buf_ptr, ws_bad_ptr, rows, ok, n_splits, SPLITS_PAD: t
 
 
 @triton.jit
-def buffer_race(buf_desc, top_k, n_chunks, seed, offset, K_PAD: tl.constexpr, CT: tl.constexpr):
+def buffer_race(buf_desc, top_k, n_chunks, seed, offset, K_PAD: tl.constexpr, CT: tl.constexpr,
+                LOGPROB: tl.constexpr):
     """One draw per row from the softmax over the ``top_k`` largest keys of descending buffers ``[R, K_PAD]``, by the
-    two-level race; ``seed`` is ``[R]``. Returns ``[R]`` token ids, -1 where nothing is allowed.
+    two-level race; ``seed`` is ``[R]``. Returns ``[R]`` token ids, -1 where nothing is allowed, and (``LOGPROB``,
+    else zeros) their log-probabilities under that softmax (KERNEL_SPEC §2 ``sample``).
 
     The allowed set is the top ``top_k`` entries with a score above ``-inf``; if any is ``+inf`` only those remain,
     with equal scores (KERNEL_SPEC §3). Chunk log-masses are summed over ``[R, CT, K_PAD]`` tiles (rows x chunk ids x
     entries), ``CT`` chunks at a time, with the buffer maximum as the common shift: a chunk more than ~49 nats below it
     cannot win the race (``-ln E`` lies in ``[-3.9, 45.1]``), so underflow there changes nothing.
+
+    The log-probability normalizes over the race's allowed set: ``log Z = m + ln(sum of the chunk masses) =
+    m + ln sum exp(score - m)``, taken with ``m`` in one (max, sum) reduction, and ``log p = (s_token - m) - ln(sum)``
+    (``+inf`` mode: scores 0, hence ``-ln(count)``); no further read of the row.
     """
     pos = tl.arange(0, K_PAD)[None, :]
     s, tok = unpack_key(buf_desc)
@@ -90,7 +97,11 @@ def buffer_race(buf_desc, top_k, n_chunks, seed, offset, K_PAD: tl.constexpr, CT
     score = tl.where(has_pinf, 0.0, s)
     chunk = tl.where(allowed, tok // CHUNK_C, -1)
 
-    m = tl.max(tl.where(allowed, score, float("-inf")), axis=1)[:, None]
+    if LOGPROB:
+        m_row, z_row = tl.reduce((tl.where(allowed, score, float("-inf")), allowed.to(tl.float32)), 1, max_sum_exp)
+    else:
+        m_row = tl.max(tl.where(allowed, score, float("-inf")), axis=1)
+    m = m_row[:, None]
     e = tl.where(allowed, tl.exp(score - tl.where(m > float("-inf"), m, 0.0)), 0.0)
     R: tl.constexpr = buf_desc.shape[0]
     best_key = tl.full([R], float("-inf"), tl.float32)
@@ -110,4 +121,8 @@ def buffer_race(buf_desc, top_k, n_chunks, seed, offset, K_PAD: tl.constexpr, CT
     token_key = tl.where(allowed & (chunk == chosen[:, None]), score - tl.log(exponential64(w0, w1)), float("-inf"))
     best = tl.max(token_key, axis=1)
     token = tl.min(tl.where(token_key == best[:, None], tok, INT32_MAX), axis=1)
-    return tl.where(chosen >= 0, token, -1)
+    lp = tl.zeros([R], tl.float32)
+    if LOGPROB:
+        won = tl.max(tl.where(allowed & (tok == token[:, None]), score, float("-inf")), axis=1)
+        lp = (won - m_row) - tl.log(z_row)
+    return tl.where(chosen >= 0, token, -1), lp

@@ -155,7 +155,8 @@ def call(case: Case) -> None:
         extra = dict(index=_meta(n, v, dtype="int64") if case.index else None)
         if case.op == "masked_transition":
             extra.update(x_t=_meta(n, dtype="int64"), stay_prob=_meta(n), mask_id=v - 1)
-        _race.draw(logits, bias, gamma, temp, case.top_k, _meta(n, dtype="int64"), _meta((), dtype="int64"), **extra)
+        _race.draw(logits, bias, gamma, temp, case.top_k, _meta(n, dtype="int64"), _meta((), dtype="int64"),
+                   logprob=case.op == "sample", **extra)  # as gtl_kernels/triton/sample.py calls it
     elif case.op == "guided_log_softmax":
         guided_log_softmax.log_softmax(logits, bias, gamma, temp)
     elif case.op == "confidence":
