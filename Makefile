@@ -36,7 +36,7 @@ $(VENV)/.build: $(VENV)/.deps $(SOURCES)
 setup: $(VENV)/.build
 
 test: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=15
 
 test-fast: setup
 	$(PY) -m pytest tests -q -m "not slow"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compile-checks every CUDA source (csrc/cuda/*.cu, torch-free) for sm_80 and sm_90 with nvcc -c, and prints the
 # resource usage (registers, spills, shared memory) ptxas reports. Needs no GPU and no CUDA build of torch.
-# Fails on a compile error or on any register spill. Sources compile in parallel (NVCC_JOBS, default: all cores).
+# Fails on a compile error or on any register spill. Prints one summary line per source (NVCC_CHECK_VERBOSE=1: every
+# entry point's ptxas report). Sources compile in parallel (NVCC_JOBS, default: all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
@@ -20,7 +21,15 @@ check_one() {  # one source, both architectures in one nvcc call (the front end 
     echo "nvcc_check: FAILED $cu" >&2
     return 1
   fi
-  grep -E "Compiling entry|Used [0-9]+ registers|spill" "$log" | sed "s|^|  [$name] |" || true
+  if [ -n "${NVCC_CHECK_VERBOSE:-}" ]; then
+    grep -E "Compiling entry|Used [0-9]+ registers|spill" "$log" | sed "s|^|  [$name] |" || true
+  else  # one line per source: entry points, most registers and shared memory any of them uses
+    awk -v name="$name" '/Compiling entry/ {n++} /Used [0-9]+ registers/ {
+        for (i = 1; i <= NF; i++) { if ($(i+1) == "registers,") r = ($i > r ? $i : r);
+                                    if ($(i+1) == "bytes" && $(i+2) ~ /^smem/) s = ($i > s ? $i : s) } }
+      END { printf "  %-26s %3d entry points (sm_80 + sm_90), at most %d registers, %d bytes smem\n", name, n, r, s }' \
+      "$log"
+  fi
   if grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$log" >/dev/null; then
     echo "nvcc_check: $cu spills registers" >&2
     return 1

@@ -95,3 +95,38 @@ def test_guided_step_is_sparse_and_streams_candidates():
     assert max(sizes) <= 500 and sum(sizes) == 96 * 64
     assert cache.cand.shape == (96, 64) and cache.rho.shape == (96, 64)
     assert torch.equal(out[:, ::4], xt[:, ::4]) and ((out >= 0) & (out < vocab)).all()
+
+
+def test_substitution_aware_ratio_scores_and_draws_as_the_whole_sequence_model():
+    """A ratio model with ``score_substitutions`` is called once instead of on every substituted sequence; its scores
+    equal the whole-sequence model's (float32 rounding of a sum instead of a mean), so the draws are identical."""
+    vocab, mask = 300, 299
+    g = torch.Generator().manual_seed(11)
+    xt = torch.randint(0, mask, (3, 20), generator=g)
+    xt[:, 1::3] = mask
+    log_p = subs_log_probs(3, 20, vocab, mask, seed=12)
+    calls = []
+    a, cache_a = gtl.ratio_guidance_denoise(xt, log_p, original.StubRatio(vocab, seed=2), 0.6, 0.3, mask_index=mask,
+                                            compute_top_k_ratio=16, seeds=9)
+
+    class Counting(original.SubstitutionStubRatio):
+        def __call__(self, z):
+            calls.append(len(z))
+            return super().__call__(z)
+
+    b, cache_b = gtl.ratio_guidance_denoise(xt, log_p, Counting(vocab, seed=2), 0.6, 0.3, mask_index=mask,
+                                            compute_top_k_ratio=16, seeds=9)
+    assert calls == []  # no substituted sequence was built or scored
+    torch.testing.assert_close(cache_b.rho, cache_a.rho, rtol=1e-5, atol=1e-6)
+    assert torch.equal(a, b)
+
+
+def test_substitution_aware_ratio_of_the_wrong_shape_is_an_error():
+    xt, log_p = _context()
+
+    class Wrong(original.StubRatio):
+        def score_substitutions(self, z, seq, pos, cand):
+            return torch.zeros(cand.shape[0])  # [M] instead of [M, K]
+
+    with pytest.raises(ValueError, match="score_substitutions"):
+        gtl.ratio_guidance_denoise(xt, log_p, Wrong(V), 0.5, 0.3, mask_index=MASK, seeds=1)

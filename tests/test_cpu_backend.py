@@ -47,9 +47,9 @@ def _all_ops(x, b, gamma, temperature, seeds, offset=torch.tensor(3)):
     x_t[::3] = 1
     stay = torch.full((n,), 0.25)
     return [
-        OPS.sample(x, b, gamma, temperature, 0, seeds, offset, None),
-        OPS.sample(x, b, gamma, temperature, 40, seeds, offset, None),
-        OPS.sample(x, b, gamma, temperature * 0, 0, seeds, offset, None),
+        *OPS.sample(x, b, gamma, temperature, 0, seeds, offset, None),
+        *OPS.sample(x, b, gamma, temperature, 40, seeds, offset, None),
+        *OPS.sample(x, b, gamma, temperature * 0, 0, seeds, offset, None),
         OPS.masked_transition(x_t, x, b, gamma, temperature, 0, stay, 2, seeds, offset),
         OPS.guided_log_softmax(x, b, gamma, temperature),
         *OPS.topk_log_softmax(x, 50, b, gamma, temperature),
@@ -118,8 +118,8 @@ def test_agreement_with_the_reference_on_random_inputs(record_property, capsys):
     ):
         x, b, gamma, temperature, seeds = _inputs(n, v, dtype, bias, seed=100 + i)
         offset = torch.tensor(17 + i)
-        got = OPS.sample(x, b, gamma, temperature, top_k, seeds, offset, None)
-        ref = reference.sample(x, b, gamma, temperature, top_k, seeds, offset)
+        got = OPS.sample(x, b, gamma, temperature, top_k, seeds, offset, None)[0]
+        ref = reference.sample(x, b, gamma, temperature, top_k, seeds, offset)[0]
         mismatch = got != ref
         if mismatch.any():
             gaps = _race_gaps(x, b, gamma, temperature, seeds, offset, top_k)[mismatch]
@@ -246,8 +246,10 @@ def test_edge_rows_match_the_reference():
     seeds = torch.arange(n) * 1_000_003 - 5
     offset = torch.tensor(2**40 + 3)
     for k in (0, 1, 7, 600):
-        assert torch.equal(OPS.sample(x, None, gamma, temperature, k, seeds, offset, None),
-                           reference.sample(x, None, gamma, temperature, k, seeds, offset))
+        (gt, gl), (rt, rl) = (OPS.sample(x, None, gamma, temperature, k, seeds, offset, None),
+                              reference.sample(x, None, gamma, temperature, k, seeds, offset))
+        assert torch.equal(gt, rt)
+        torch.testing.assert_close(gl, rl, atol=1e-4, rtol=1e-4, equal_nan=True)
     got = OPS.guided_log_softmax(x, None, gamma, temperature)
     ref = reference.guided_log_softmax(x, None, gamma, temperature)
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-5, equal_nan=True)

@@ -89,6 +89,64 @@ def test_philox_bit_identical_to_reference():
 
 
 @triton.jit
+def _row_reduce_probe(x_ptr, col_ptr, out_f_ptr, out_i_ptr, R: tl.constexpr, C: tl.constexpr):
+    """Each row reduction both ways: through the combine functions the compiled kernels use (``tl.reduce``) and
+    through the helpers' built-in reductions (what the interpreter runs)."""
+    r = tl.arange(0, R)[:, None]
+    c = tl.arange(0, C)[None, :]
+    x = tl.load(x_ptr + r * C + c)
+    col = tl.load(col_ptr + r * C + c)
+    score = x * 0.5 - 1.0
+    m1, s1 = tl.reduce((x, (x > float("-inf")).to(tl.float32)), 1, _common.max_sum_exp)
+    k1, w1, ws1 = tl.reduce((x, col, score), 1, _common.argmax_with_score)
+    m2, s2 = _common.row_max_sum_exp(x)
+    k2, w2, ws2 = _common.row_argmax_with_score(x, col, score)
+    i = tl.arange(0, R)
+    tl.store(out_f_ptr + i * 8 + 0, m1)
+    tl.store(out_f_ptr + i * 8 + 1, s1)
+    tl.store(out_f_ptr + i * 8 + 2, k1)
+    tl.store(out_f_ptr + i * 8 + 3, ws1)
+    tl.store(out_f_ptr + i * 8 + 4, m2)
+    tl.store(out_f_ptr + i * 8 + 5, s2)
+    tl.store(out_f_ptr + i * 8 + 6, k2)
+    tl.store(out_f_ptr + i * 8 + 7, ws2)
+    tl.store(out_i_ptr + i * 2 + 0, w1)
+    tl.store(out_i_ptr + i * 2 + 1, w2)
+
+
+def test_one_pass_row_reductions_equal_the_built_in_ones():
+    """The one-pass combines (compiled kernels) and the built-in reductions (interpreter) agree, with ties broken
+    toward the lower column and empty rows giving (-inf, 0), and both match float64."""
+    g = torch.Generator().manual_seed(5)
+    r, c = 8, 32
+    x = torch.randn(r, c, generator=g) * 4
+    x[1, [3, 17, 29]] = x[1].max() + 1.0  # a three-way tie: the lowest of their column ids wins
+    x[2] = -INF  # an empty row
+    x[3, ::2] = -INF
+    x[4, 5] = 80.0  # far above the rest
+    col = torch.randperm(c, generator=g).to(torch.int32).expand(r, c).contiguous()
+    out_f = torch.full((r, 8), NAN)
+    out_i = torch.full((r, 2), -7, dtype=torch.int32)
+    x_d, col_d, out_f, out_i = x.to(DEVICE), col.to(DEVICE), out_f.to(DEVICE), out_i.to(DEVICE)
+    _row_reduce_probe[(1,)](x_d, col_d, out_f, out_i, R=r, C=c)
+    out_f, out_i = out_f.cpu(), out_i.cpu()
+    one, two = out_f[:, :4], out_f[:, 4:]
+    torch.testing.assert_close(one, two, rtol=1e-6, atol=0, equal_nan=True)
+    assert torch.equal(out_i[:, 0], out_i[:, 1])
+    x64 = x.double()
+    lse = torch.logsumexp(x64, 1)
+    got_lse = out_f[:, 0].double() + out_f[:, 1].double().log()
+    torch.testing.assert_close(got_lse, lse, rtol=1e-6, atol=0)
+    best = x64.max(1).values
+    winners = torch.where(x64 == best[:, None], col.long(), 2**31 - 1).min(1).values
+    assert torch.equal(out_i[:, 0].long(), winners)
+    assert out_i[1, 0] == min(col[1, 3], col[1, 17], col[1, 29])
+    won_col = (col.long() == winners[:, None]).float().argmax(1)
+    torch.testing.assert_close(out_f[:, 3], (x * 0.5 - 1.0).gather(1, won_col[:, None])[:, 0])
+    assert out_f[2, 0] == -INF and out_f[2, 1] == 0
+
+
+@triton.jit
 def _exponential_probe(w0_ptr, w1_ptr, out_ptr, N: tl.constexpr):
     i = tl.arange(0, N)
     w0 = tl.load(w0_ptr + i).to(tl.uint32)

@@ -72,6 +72,21 @@ class ModelClock:
         self.seconds += time.perf_counter() - t0
         return out
 
+    def __getattr__(self, name):
+        """The wrapped model's other methods, timed the same way (a ratio model's ``score_substitutions``); a
+        method the model lacks is missing here too."""
+        if name == "fn":
+            raise AttributeError(name)
+        method = getattr(self.fn, name)
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = method(*args, **kwargs)
+            self.seconds += time.perf_counter() - t0
+            return out
+
+        return timed
+
 
 def _timed(fn, inputs) -> tuple[float, float]:
     """(wall seconds, seconds inside models) of one call. A model wrapped in :class:`ModelClock` in ``inputs``

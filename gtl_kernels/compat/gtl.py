@@ -15,7 +15,9 @@ row keeps ``K - 1`` tokens when fewer than ``K`` tokens score above it and ``K``
 keeps no token stays masked.
 
 ``ratio_model``: a callable ``z [n, L] int64 -> [n]`` log-ratio scores (wrap a model that takes more arguments,
-e.g. ``lambda z: ratio(z, sigma)``). Randomness: ``seeds=`` / ``generator=`` / ``offset`` as in
+e.g. ``lambda z: ratio(z, sigma)``). A model that can score the one-token substitutions itself may also have
+``score_substitutions(z, seq, pos, cand) -> [M, K]`` (:class:`~gtl_kernels.gtl.samplers.RatioScorer`); then no
+candidate sequence is built. Randomness: ``seeds=`` / ``generator=`` / ``offset`` as in
 :mod:`gtl_kernels.compat.mdlm`.
 """
 

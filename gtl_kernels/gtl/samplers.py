@@ -9,7 +9,10 @@ Model interfaces (networks from :mod:`~gtl_kernels.gtl.nets` and the Markov orac
   ``[B]``; returns float ``[B, L, V + 1]`` in SUBS form (mask column ``-inf``, unmasked positions copied). A
   ``denoiser.scores(z, t)`` method (unnormalized, mask column ``-inf``) is used instead when present, so that only
   the rows a step uses are normalized, inside the kernels.
-* ``ratio(z) -> log-ratio``: float ``[B]``, an estimate of ``log q_t(z) / p_t(z)`` up to a constant.
+* ``ratio(z) -> log-ratio``: float ``[B]``, an estimate of ``log q_t(z) / p_t(z)`` up to a constant. A ratio model
+  that can score one-token substitutions without being handed each substituted sequence (one that reuses the
+  shared context, or an oracle) may also have ``ratio.score_substitutions(z, seq, pos, cand) -> [M, K]``
+  (:class:`RatioScorer`); it is then called instead of building ``M * K`` sequences.
 * ``planner(z) -> position logits``: float ``[B, L]``.
 
 Seeds (KERNEL_SPEC §3): a sampler call takes one integer ``seed``; sequence ``i`` of the call (its global index,
@@ -222,7 +225,13 @@ class RatioScorer:
 
     The chunks are written into one buffer reused by every call of the model: a fresh ``[chunk, L]`` tensor per
     call would cost more in page faults than writing its tokens (8x at ``n_ratio = 512``, docs/PERF.md). So the
-    model must not keep a reference to its input beyond the call (a model that only computes scores never does)."""
+    model must not keep a reference to its input beyond the call (a model that only computes scores never does).
+
+    Substitution-aware models: when ``ratio`` has a ``score_substitutions(z, seq, pos, cand)`` method it is called
+    once with the arguments of :meth:`__call__` and must return the same float ``[M, K]`` scores that calling the
+    model on every substituted sequence would (it does its own batching). No sequence is built then: at
+    ``n_ratio = 512`` the sequences are ``M * 512 * L`` tokens (2 GiB of int64 at ``M = 1024, L = 512``), which
+    costs more than the rest of the step together (docs/PERF.md)."""
 
     def __init__(self, ratio, chunk: int, stats: SamplerStats):
         self.ratio, self.chunk, self.stats = ratio, chunk, stats
@@ -235,9 +244,16 @@ class RatioScorer:
         """
         m, k = cand.shape
         total, length = m * k, z.shape[1]
-        out = torch.empty(total, dtype=torch.float32, device=z.device)
         if total == 0:
-            return out.view(m, k)
+            return torch.empty(m, k, dtype=torch.float32, device=z.device)
+        by_substitution = getattr(self.ratio, "score_substitutions", None)
+        if by_substitution is not None:
+            scores = by_substitution(z, seq, pos, cand)
+            _check_model_output("ratio.score_substitutions", scores, (m, k))
+            self.stats.ratio_calls += 1
+            self.stats.ratio_passes += total
+            return scores.float()
+        out = torch.empty(total, dtype=torch.float32, device=z.device)
         flat = cand.reshape(-1)
         width = min(self.chunk, total)
         buf = torch.empty(width, length, dtype=z.dtype, device=z.device)

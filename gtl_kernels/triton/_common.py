@@ -227,14 +227,52 @@ def stats_combine(m, S, A, t2, arg, cnt, bad, mb, Sb, Ab, t2b, argb, cntb, badb)
     return mn, S_new, A_new, t2_new, arg_new, cnt + cntb, bad | badb
 
 
+# Compiled, a reduction with a combine function (``tl.reduce``) does in one pass what built-in reductions do in two or
+# three, one cross-warp exchange each: that kept the log-probability of ``sample`` from adding spills on sm_90. The
+# interpreter runs such a combine element by element in Python (a 3000 x 2500 draw took over 15 minutes instead of
+# seconds), so there the row helpers below take the built-in reductions. Both forms give the same results; the
+# combines are tested on their own in tests/test_triton_backend.py.
+ONE_PASS_REDUCE = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
+
+
 @triton.jit
 def max_sum_exp(m1, s1, m2, s2):
     """Combine of a one-pass ``(max, sum exp(x - max))`` reduction (``tl.reduce``; an element starts as ``(x, 1)``,
-    an empty one as ``(-inf, 0)``): the log-sum-exp ``max + ln(sum)`` of a row in one reduction instead of two (one
-    cross-warp exchange fewer, which kept the log-probability of ``sample`` from adding spills on sm_90)."""
+    an empty one as ``(-inf, 0)``)."""
     m = tl.maximum(m1, m2)
     ms = tl.where(m > float("-inf"), m, 0.0)
     return m, s1 * tl.exp(m1 - ms) + s2 * tl.exp(m2 - ms)
+
+
+@triton.jit
+def argmax_with_score(k1, c1, s1, k2, c2, s2):
+    """Combine of the token race's argmax: the larger key, on a tie the lower column, carrying that column's score."""
+    second = (k2 > k1) | ((k2 == k1) & (c2 < c1))
+    return tl.where(second, k2, k1), tl.where(second, c2, c1), tl.where(second, s2, s1)
+
+
+@triton.jit
+def row_max_sum_exp(x):
+    """Per row of ``x`` (``[R, C]``, -inf for an empty slot): ``(max, sum exp(x - max))``, so that the row's
+    log-sum-exp is ``max + ln(sum)``; ``(-inf, 0)`` for a row with nothing in it."""
+    if ONE_PASS_REDUCE:
+        m, total = tl.reduce((x, (x > float("-inf")).to(tl.float32)), 1, max_sum_exp)
+    else:
+        m = tl.max(x, axis=1)
+        total = tl.sum(tl.exp(x - tl.where(m > float("-inf"), m, 0.0)[:, None]), axis=1)
+    return m, total
+
+
+@triton.jit
+def row_argmax_with_score(key, col, score):
+    """Per row of ``[R, C]`` keys: the largest key, its column (on a tie the lowest) and that column's score."""
+    if ONE_PASS_REDUCE:
+        best, won, won_s = tl.reduce((key, col, score), 1, argmax_with_score)
+    else:
+        best = tl.max(key, axis=1)
+        won = tl.min(tl.where(key == best[:, None], col, INT32_MAX), axis=1)
+        won_s = tl.max(tl.where(col == won[:, None], score, float("-inf")), axis=1)
+    return best, won, won_s
 
 
 # ---------------------------------------------------------------------------------------------------------------------

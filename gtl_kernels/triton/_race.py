@@ -48,9 +48,10 @@ from ._common import (
     STREAM_TOKEN,
     exponential64,
     load_scores,
-    max_sum_exp,
     pack_key,
     philox_words,
+    row_argmax_with_score,
+    row_max_sum_exp,
     row_params,
     uniform64_less,
     unpack_key,
@@ -184,13 +185,6 @@ def _chunk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, m
 
 
 @triton.jit
-def _argmax_with_score(k1, c1, s1, k2, c2, s2):
-    """Combine of the token race's argmax: the larger key, on a tie the lower column, carrying that column's score."""
-    second = (k2 > k1) | ((k2 == k1) & (c2 < c1))
-    return tl.where(second, k2, k1), tl.where(second, c2, c1), tl.where(second, s2, s1)
-
-
-@triton.jit
 def _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_ptr, index_ptr, stride_i, out_ptr,
                 lp_ptr, rows, ok, V, n_chunks, gamma, inv_t, greedy, bad_t, mask_id, seed, offset, x, draw, garg, bad,
                 NCH: tl.constexpr, CW: tl.constexpr, HAS_BIAS: tl.constexpr, MASKED: tl.constexpr,
@@ -229,7 +223,7 @@ def _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_
     lp = tl.zeros(token.shape, tl.float32)  # greedy rows: 0 (they never race)
     if LOGPROB:  # log Z = logsumexp_c M_c, in one (max, sum exp) reduction
         nonempty = live & (mass > float("-inf"))
-        top, total = tl.reduce((tl.where(nonempty, mass, float("-inf")), nonempty.to(tl.float32)), 1, max_sum_exp)
+        top, total = row_max_sum_exp(tl.where(nonempty, mass, float("-inf")))
         log_z = top + tl.log(total)
     if tl.max(racing.to(tl.int32)) > 0:
         col = chunk[:, None] * CHUNK_C + tl.arange(0, CW)[None, :]
@@ -244,7 +238,7 @@ def _chunk_race(logits_ptr, stride_l, bias_ptr, stride_b, max_ptr, sum_ptr, cnt_
         if LOGPROB:
             # the winner (largest key, then lowest column: the same token as below) and its tempered score (0 in
             # +inf mode) in one reduction instead of max, min and a gather of the score
-            tbest, won, won_s = tl.reduce((tkey, col, score), 1, _argmax_with_score)
+            tbest, won, won_s = row_argmax_with_score(tkey, col, score)
             lp = tl.where(racing, won_s - log_z, lp)
         else:
             tbest = tl.max(tkey, axis=1)

@@ -27,8 +27,8 @@ from ._common import (
     STREAM_CHUNK,
     STREAM_TOKEN,
     exponential64,
-    max_sum_exp,
     philox_words,
+    row_max_sum_exp,
     unpack_key,
 )
 
@@ -98,7 +98,7 @@ def buffer_race(buf_desc, top_k, n_chunks, seed, offset, K_PAD: tl.constexpr, CT
     chunk = tl.where(allowed, tok // CHUNK_C, -1)
 
     if LOGPROB:
-        m_row, z_row = tl.reduce((tl.where(allowed, score, float("-inf")), allowed.to(tl.float32)), 1, max_sum_exp)
+        m_row, z_row = row_max_sum_exp(tl.where(allowed, score, float("-inf")))
     else:
         m_row = tl.max(tl.where(allowed, score, float("-inf")), axis=1)
     m = m_row[:, None]

@@ -88,6 +88,15 @@ class StubRatio:
         return self.table[z].mean(dim=1)
 
 
+class SubstitutionStubRatio(StubRatio):
+    """The same stub, also scoring one-token substitutions directly (``RatioScorer``'s substitution-aware
+    protocol): ``(sum of the sequence's scores - the replaced token's + the candidate's) / L``, ``O(M * K)``."""
+
+    def score_substitutions(self, z, seq, pos, cand):
+        base = self.table[z].sum(dim=1)[seq] - self.table[z[seq, pos]]  # [M]
+        return (base[:, None] + self.table[cand]) / z.shape[1]
+
+
 def bench_cases(quick: bool) -> list[CompatCase]:
     """The guided step at ``[B·L = 1024, V = 30522]`` (``B = 2, L = 512``, every position masked, ``K = 8``) with
     ``n_ratio`` 8 / 64 / 512 and a stub ratio network; ``quick``: ``[32, 500]``, ``n_ratio`` 8."""
@@ -98,16 +107,20 @@ def bench_cases(quick: bool) -> list[CompatCase]:
     batch, length, vocab = (2, 16, 500) if quick else (2, 512, 30522)
     mask = vocab - 1
     mt, ms = 0.5, 0.5 - 1.0 / 64
-    ratio = StubRatio(vocab)
 
-    def make_inputs():
-        return {"log_p": subs_log_probs(batch, length, vocab, mask, seed=6),
-                "x": torch.full((batch, length), mask, dtype=torch.int64), "model_clock": ModelClock(ratio)}
+    def make_inputs(ratio):
+        return lambda: {"log_p": subs_log_probs(batch, length, vocab, mask, seed=6),
+                        "x": torch.full((batch, length), mask, dtype=torch.int64), "model_clock": ModelClock(ratio)}
 
     cases = []
-    for n in ((8,) if quick else (8, 64, 512)):
+    # whole-sequence ratio network (the drop-in builds every substituted sequence, in chunks), then one that scores
+    # substitutions itself (the original cannot use that and builds them all, as before)
+    settings = [(n, StubRatio(vocab), "") for n in ((8,) if quick else (8, 64, 512))]
+    settings += [(n, SubstitutionStubRatio(vocab), ", substitution-aware ratio") for n in ((8,) if quick else (64, 512))]
+    for n, ratio, label in settings:
         cases.append(CompatCase(
-            codebase="gtl", name=f"guided step n_ratio={n} fp32 [{batch * length}, {vocab}]", make_inputs=make_inputs,
+            codebase="gtl", name=f"guided step n_ratio={n} fp32 [{batch * length}, {vocab}]{label}",
+            make_inputs=make_inputs(ratio),
             original=lambda d, n=n: ratio_guidance_denoise(d["x"], d["log_p"], d["model_clock"], mt, ms, mask, 1.0,
                                                            n, 8),
             dropin=lambda d, n=n: dropin.ratio_guidance_denoise(d["x"], d["log_p"], d["model_clock"], mt, ms,
