@@ -175,3 +175,23 @@ def test_command_runs_small(tmp_path):
     assert rows["unguided"]["kl_rate"] > 0.01
     assert rows["gtl[n_ratio=4,top_k=0]"]["ratio_passes_per_seq"] == 4 * 8
     assert (tmp_path / "language-n_ratio.png").stat().st_size > 0
+
+
+def test_ratio_scores_substitutions_as_it_scores_whole_sequences():
+    """``score_substitutions`` (no candidate sequences built) equals the whole-sequence call on every substitution,
+    at the first position and later ones, and rejects a substitution that is not a left-to-right state."""
+    lang = make_language(LanguageConfig(vocab=300, n_successors=12, n_target_only=3, seed=4))
+    mask = lang.vocab
+    z = torch.full((3, 6), mask)
+    z[0, :2] = torch.tensor([5, 9])
+    z[1, :4] = torch.tensor([1, 2, 3, 4])
+    seq, pos = torch.tensor([0, 1, 2, 0]), torch.tensor([2, 4, 0, 2])
+    cand = torch.randint(0, mask, (4, 7), generator=torch.Generator().manual_seed(2))
+    rat = LeftToRightRatio(lang)
+    got = rat.score_substitutions(z, seq, pos, cand)
+    subs = z[seq].unsqueeze(1).repeat(1, 7, 1)
+    subs[torch.arange(4)[:, None], torch.arange(7)[None, :], pos[:, None]] = cand
+    want = rat(subs.view(-1, 6)).view(4, 7)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="prefix"):
+        rat.score_substitutions(z, torch.tensor([1]), torch.tensor([2]), cand[:1])  # revealed tokens after pos 2

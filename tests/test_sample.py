@@ -24,7 +24,9 @@ import gtl_kernels
 
 
 def _draws(backend, full=60_000):
-    return 3_000 if backend.interpreted else full
+    """Draws per law check: fewer where each draw is slow (the interpreter; the float64 reference, whose law the
+    compiled backends reproduce bit for bit and check with the full count)."""
+    return 3_000 if backend.interpreted else min(full, 15_000) if backend.name == "torch" else full
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -71,7 +73,7 @@ def test_top_k_ties_toward_lower_id(backend):
 
 def test_tail_hits(backend):
     """Tokens 12 nats below the head, 1023 of them: the tail is drawn at its rate (Poisson bounds)."""
-    draws = 4_000 if backend.interpreted else 40_000
+    draws = 4_000 if backend.interpreted else 10_000 if backend.name == "torch" else 40_000
     logits = torch.full((1, 1024), -12.0)
     logits[0, 0] = 0.0
     tokens = draw_many(backend, logits.to(backend.device), draws)

@@ -270,6 +270,30 @@ class LeftToRightRatio:
         self.calls, self.seconds = self.calls + 1, self.seconds + time.perf_counter() - t0
         return out
 
+    def score_substitutions(self, z: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor,
+                            cand: torch.Tensor) -> torch.Tensor:
+        """The same scores for ``z[seq[m]]`` with position ``pos[m]`` set to ``cand[m, k]``, without building those
+        sequences (``RatioScorer``'s substitution-aware protocol): fp32 ``[M, K]``. Each substituted sequence must
+        still be a revealed prefix ending at ``pos``; only ``z``'s rows in ``seq`` are checked."""
+        t0 = time.perf_counter()
+        rows = z[seq]
+        cols = torch.arange(z.shape[1], device=z.device)
+        masked = rows == self.mask_id
+        before, after = cols[None, :] < pos[:, None], cols[None, :] > pos[:, None]
+        if bool((masked & before).any() or (~masked & after).any()):  # revealed before pos, masked after it
+            raise ValueError(f"{type(self).__name__}: the revealed tokens must form a prefix (use "
+                             f"order='left_to_right')")
+        m, k = cand.shape
+        out = torch.empty(m, k, dtype=torch.float64)
+        first = pos == 0
+        v = cand[first]
+        out[first] = self.lang.log_init["target"][v] - self.lang.log_init["source"][v]
+        rest = ~first
+        prev = rows[rest, pos[rest] - 1]
+        out[rest] = self._log_ratio_pairs(prev.repeat_interleave(k), cand[rest].reshape(-1)).view(-1, k)
+        self.calls, self.seconds = self.calls + 1, self.seconds + time.perf_counter() - t0
+        return out.float()
+
     def _log_ratio(self, z: torch.Tensor) -> torch.Tensor:
         count = _revealed_prefix(z, self.mask_id, type(self).__name__)
         if bool((count == 0).any()):
