@@ -1,7 +1,7 @@
 // Torch glue of the gtl_kernels._C_cuda extension: checks the normalized arguments (gtl_kernels/_library.py),
 // allocates outputs and the launch plan's workspace, launches on the current stream without any host sync (seeds and
 // offset stay on the device: graph-capturable) and registers the kernels for the CUDA dispatch key of the schemas
-// defined in csrc/ops.cpp. The kernels themselves are torch-free (csrc/cuda/*.cu, gtl/cuda_*.cuh).
+// defined in gtl_kernels/_library.py. The kernels themselves are torch-free (csrc/cuda/*.cu, gtl/cuda_*.cuh).
 //
 // csrc/cuda/tests/emu_backend.py mirrors this file for the host checks; keep the two in step.
 #include <ATen/cuda/CUDAContext.h>
@@ -170,7 +170,7 @@ at::Tensor masked_transition_cuda(const at::Tensor& x_t, const at::Tensor& logit
   p.stay_prob = stay_prob.data_ptr<float>();
   p.stay_prob_stride = stay_prob.stride(0);
   p.mask_id = mask_id;
-  // p.out_logprob stays null: masked_transition returns the tokens only (its schema, csrc/ops.cpp)
+  // p.out_logprob stays null: masked_transition returns the tokens only (its schema, gtl_kernels/_library.py)
   at::Tensor out = at::empty({p.n}, logits.options().dtype(at::kLong));
   if (p.n == 0) return out;
   p.out_ids = out.data_ptr<int64_t>();

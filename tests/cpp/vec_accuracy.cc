@@ -5,7 +5,7 @@
 //   log E as the token race uses it (absolute error, the quantity compared with fp32 scores),
 //   philox_w01 against philox.h bit for bit.
 // Not part of the extension (setup.py builds csrc/cpu/*.cpp only); tests/test_cpu_backend.py compiles and runs it:
-//   g++ -std=c++20 -O2 -Icsrc/include csrc/cpu/vec_accuracy.cc -o vec_accuracy && ./vec_accuracy [stride]
+//   g++ -std=c++20 -O2 -Icsrc/include tests/cpp/vec_accuracy.cc -o vec_accuracy && ./vec_accuracy [stride]
 // `stride` (default 1: every float) thins the sweeps. Output: one line per (ISA, function) with the maximum error.
 #include <cstdio>
 #include <random>

@@ -132,7 +132,7 @@ def _sms() -> int:
 
 
 def _check_scores(name, logits, bias, gamma, temperature):
-    # The glue's checks (ops_cuda.cpp check_scores): normalized arguments only.
+    # The glue's checks (ops_cuda.cpp scores_problem): normalized arguments only.
     if logits.dim() != 2 or logits.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"{name}: logits must be a 2-D fp32/bf16/fp16 tensor")
     if logits.size(1) > 1 and logits.stride(1) != 1:

@@ -2,7 +2,7 @@
 // GCC vector extensions give the arithmetic; intrinsics only where the extensions have no spelling (32x32->64-bit
 // multiply, movemask, fp16 conversion, FMA). Everything is always-inline: no vector crosses a call boundary.
 //
-// Accuracy (measured by csrc/cpu/vec_accuracy.cc over every float in the domain, see docs/CPU_BACKEND.md):
+// Accuracy (measured by tests/cpp/vec_accuracy.cc over every float in the domain, see docs/CPU_BACKEND.md):
 //   vexp(x), x <= 0: Cephes expf (Moshier) with a degree-5 polynomial on |r| <= ln2/2; returns 0 below ln(FLT_MIN).
 //   vlog(x), x a positive normal float: Cephes logf with a degree-8 polynomial on [sqrt(1/2) - 1, sqrt(2) - 1].
 //   Both are within a few ulp of the correctly rounded result (the table in the docs gives the measured maxima).
