@@ -90,8 +90,9 @@ def test_philox_bit_identical_to_reference():
 
 @triton.jit
 def _row_reduce_probe(x_ptr, col_ptr, out_f_ptr, out_i_ptr, R: tl.constexpr, C: tl.constexpr):
-    """Each row reduction both ways: through the combine functions the compiled kernels use (``tl.reduce``) and
-    through the helpers' built-in reductions (what the interpreter runs)."""
+    """Each row reduction both ways: through the combine functions (``tl.reduce``) and through the row helpers,
+    which take the built-in reductions under the interpreter (there the two forms meet) and the combines when
+    compiled."""
     r = tl.arange(0, R)[:, None]
     c = tl.arange(0, C)[None, :]
     x = tl.load(x_ptr + r * C + c)

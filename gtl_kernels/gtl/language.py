@@ -265,34 +265,20 @@ class LeftToRightRatio:
         self.calls, self.seconds = 0, 0.0
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
-        out = self._log_ratio(z)
-        self.calls, self.seconds = self.calls + 1, self.seconds + time.perf_counter() - t0
-        return out
+        return self._timed(self._log_ratio, z)
 
     def score_substitutions(self, z: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor,
                             cand: torch.Tensor) -> torch.Tensor:
         """The same scores for ``z[seq[m]]`` with position ``pos[m]`` set to ``cand[m, k]``, without building those
         sequences (``RatioScorer``'s substitution-aware protocol): fp32 ``[M, K]``. Each substituted sequence must
-        still be a revealed prefix ending at ``pos``; only ``z``'s rows in ``seq`` are checked."""
+        still be a revealed prefix ending at ``pos``."""
+        return self._timed(self._substitution_log_ratio, z, seq, pos, cand)
+
+    def _timed(self, fn, *args) -> torch.Tensor:
         t0 = time.perf_counter()
-        rows = z[seq]
-        cols = torch.arange(z.shape[1], device=z.device)
-        masked = rows == self.mask_id
-        before, after = cols[None, :] < pos[:, None], cols[None, :] > pos[:, None]
-        if bool((masked & before).any() or (~masked & after).any()):  # revealed before pos, masked after it
-            raise ValueError(f"{type(self).__name__}: the revealed tokens must form a prefix (use "
-                             f"order='left_to_right')")
-        m, k = cand.shape
-        out = torch.empty(m, k, dtype=torch.float64)
-        first = pos == 0
-        v = cand[first]
-        out[first] = self.lang.log_init["target"][v] - self.lang.log_init["source"][v]
-        rest = ~first
-        prev = rows[rest, pos[rest] - 1]
-        out[rest] = self._log_ratio_pairs(prev.repeat_interleave(k), cand[rest].reshape(-1)).view(-1, k)
+        out = fn(*args)
         self.calls, self.seconds = self.calls + 1, self.seconds + time.perf_counter() - t0
-        return out.float()
+        return out
 
     def _log_ratio(self, z: torch.Tensor) -> torch.Tensor:
         count = _revealed_prefix(z, self.mask_id, type(self).__name__)
@@ -300,14 +286,27 @@ class LeftToRightRatio:
             raise ValueError(f"{type(self).__name__}: every candidate needs a revealed token")
         idx = torch.arange(len(z))
         last = count - 1
-        v = z[idx, last]
-        out = torch.empty(len(z), dtype=torch.float64)
-        first = last == 0
+        return self._log_ratio_of_last(z[idx, (last - 1).clamp(min=0)], z[idx, last], last == 0).float()
+
+    def _substitution_log_ratio(self, z, seq, pos, cand) -> torch.Tensor:
+        idx = torch.arange(len(seq))
+        rows = z[seq]  # a copy: a revealed token at ``pos`` makes each row its substituted sequences' mask pattern
+        rows[idx, pos] = 0
+        if not torch.equal(_revealed_prefix(rows, self.mask_id, type(self).__name__), pos + 1):
+            raise ValueError(f"{type(self).__name__}: the substituted position must end the revealed prefix (use "
+                             f"order='left_to_right')")
+        k = cand.shape[1]
+        prev = rows[idx, (pos - 1).clamp(min=0)].repeat_interleave(k)
+        return self._log_ratio_of_last(prev, cand.reshape(-1), (pos == 0).repeat_interleave(k)).view(-1, k).float()
+
+    def _log_ratio_of_last(self, prev: torch.Tensor, v: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """What a revealed prefix ending in token ``v`` (after ``prev``; ``first``: ``v`` is the first token and
+        ``prev`` is not read) adds to ``log q - log p``: fp64 ``[n]``."""
+        out = torch.empty(len(v), dtype=torch.float64)
         out[first] = self.lang.log_init["target"][v[first]] - self.lang.log_init["source"][v[first]]
         rest = ~first
-        prev = z[idx[rest], last[rest] - 1]
-        out[rest] = self._log_ratio_pairs(prev, v[rest])
-        return out.float()
+        out[rest] = self._log_ratio_pairs(prev[rest], v[rest])
+        return out
 
     def _log_ratio_pairs(self, prev: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``log q(v | prev) - log p(v | prev)``: fp64 ``[n]``. Candidates of one row share ``prev``: when there are

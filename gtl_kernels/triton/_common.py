@@ -231,8 +231,9 @@ def stats_combine(m, S, A, t2, arg, cnt, bad, mb, Sb, Ab, t2b, argb, cntb, badb)
 # three, one cross-warp exchange each: that kept the log-probability of ``sample`` from adding spills on sm_90. The
 # interpreter runs such a combine element by element in Python (a 3000 x 2500 draw took over 15 minutes instead of
 # seconds), so there the row helpers below take the built-in reductions. Both forms give the same results; the
-# combines are tested on their own in tests/test_triton_backend.py.
-ONE_PASS_REDUCE = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
+# combines are tested on their own in tests/test_triton_backend.py. The switch is Triton's own (``TRITON_INTERPRET``
+# as its ``@triton.jit`` reads it).
+ONE_PASS_REDUCE = tl.constexpr(not triton.knobs.runtime.interpret)
 
 
 @triton.jit

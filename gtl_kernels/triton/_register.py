@@ -13,9 +13,9 @@ There the ops are opaque ``custom_op`` s instead, with the shared shape-only fak
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
+import triton
 from torch.library import triton_op
 
 from .._library import FAKES, SCHEMAS
@@ -39,7 +39,7 @@ def register(op: str, fn):
     """``fn`` as ``gtl::<op>_triton`` with schema ``SCHEMAS[op]``; ``fn`` also serves as the fake implementation
     (it must trace under fake tensors: no data-dependent host logic)."""
     schema = SCHEMAS[op]
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    if triton.knobs.runtime.interpret:
         opaque = torch.library.custom_op(f"gtl::{op}_triton", fn, mutates_args=(), schema=schema)
         opaque.register_fake(FAKES[op])
         return opaque

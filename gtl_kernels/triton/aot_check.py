@@ -545,7 +545,10 @@ def write_section(path: str, mark: str, body: str) -> None:
 
 
 def interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether this process's kernels run under Triton's interpreter (``TRITON_INTERPRET``, as Triton reads it)."""
+    import triton
+
+    return triton.knobs.runtime.interpret
 
 
 def reexec_without_interpreter(module: str) -> None:
