@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "gtl/cpu_common.h"
+#include "gtl/cpu_select.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"
 #pragma GCC push_options

@@ -53,6 +53,8 @@ def _all_ops(x, b, gamma, temperature, seeds, offset=torch.tensor(3)):
         OPS.masked_transition(x_t, x, b, gamma, temperature, 0, stay, 2, seeds, offset),
         OPS.guided_log_softmax(x, b, gamma, temperature),
         *OPS.topk_log_softmax(x, 50, b, gamma, temperature),
+        *OPS.topk_log_softmax(x, 700, b, gamma, temperature),  # radix cuts and sort of the candidate buffer
+        *OPS.sample(x, b, gamma, temperature, 700, seeds, offset, None),
         *OPS.confidence(x, b, gamma, temperature, "max_prob"),
         *OPS.confidence(x, b, gamma, temperature, "margin"),
         *OPS.confidence(x, b, gamma, temperature, "neg_entropy"),

@@ -337,3 +337,18 @@ def test_logprob_negative_control():
     np.testing.assert_allclose(logprob.numpy(), _oracle_logprob(logits, None, 1.0, 0.7, 0, tokens), atol=2e-5)
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(logprob.numpy(), _oracle_logprob(logits, None, 1.0, 1.0, 0, tokens), atol=2e-5)
+
+
+@pytest.mark.parametrize("top_k", [64, 700])
+def test_top_k_heavy_ties_token_identical(backend, top_k):
+    """Integer logits with thousands of exact ties at the k-th score: which tokens are allowed is decided by id, so
+    every backend draws exactly the reference's tokens (no near-ties in fp32: distinct scores differ by 1 / T)."""
+    if backend.name == "torch":
+        pytest.skip("the reference itself")
+    n, v = (4, 3000) if backend.interpreted else (64, 20_000)
+    g = torch.Generator().manual_seed(top_k)
+    logits = torch.randint(0, 6, (n, v), generator=g).float().to(backend.device)
+    seeds = torch.arange(n, device=backend.device) * 13 + 1
+    out = gtl_kernels.sample(logits, top_k=top_k, seeds=seeds, backend=backend.name)
+    ref = gtl_kernels.sample(logits, top_k=top_k, seeds=seeds, backend="torch")
+    assert torch.equal(out, ref)

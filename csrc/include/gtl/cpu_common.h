@@ -1,5 +1,6 @@
 // ISA-independent parts of the C++ CPU backend (KERNEL_SPEC §5 "cpu"): argument structs, per-chunk statistics, the
-// runtime choice of instruction set, the scalar float64 exponential of the chunk race and the top-k candidate buffer.
+// runtime choice of instruction set and the scalar float64 exponential of the chunk race (the top-k candidate buffer
+// is in cpu_select.h).
 // Torch-free. The vectorized row kernels live in the per-ISA headers that cpu_multiversion.h compiles once per ISA.
 #pragma once
 
@@ -214,60 +215,6 @@ struct PhiloxKeys {
       a += 0x9E3779B9u;
       b += 0xBB67AE85u;
     }
-  }
-};
-
-// ---------------------------------------------------------------------------------------------------------------------
-// Top-k candidates of a row part, in one pass: scores above the current threshold are appended; when the buffer
-// holds 2k entries it is cut back to the best k and the threshold becomes the k-th score. Order: higher z first,
-// then lower id (KERNEL_SPEC §1). Tokens are scanned in id order, so a later token equal to the threshold always
-// ranks below the k-th and is skipped (strict >). NaN and -inf never enter.
-// ---------------------------------------------------------------------------------------------------------------------
-
-// A candidate is one 64-bit key: order-preserving bits of z above the complemented id, so that a larger key ranks
-// first (higher z, then lower id) and selection runs on plain integers.
-using Cand = uint64_t;
-
-inline Cand make_cand(float z, uint32_t id) {
-  uint32_t u;
-  const float zz = z + 0.f;  // -0 -> +0: equal scores tie on the id
-  std::memcpy(&u, &zz, 4);
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (static_cast<uint64_t>(u) << 32) | static_cast<uint32_t>(~id);
-}
-inline uint32_t cand_id(Cand c) { return ~static_cast<uint32_t>(c); }
-inline float cand_z(Cand c) {
-  uint32_t u = static_cast<uint32_t>(c >> 32);
-  u = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
-  float z;
-  std::memcpy(&z, &u, 4);
-  return z;
-}
-
-// Keeps the best k of v (best first when `sorted`).
-inline void keep_best(std::vector<Cand>& v, int64_t k, bool sorted) {
-  if (static_cast<int64_t>(v.size()) > k) {
-    std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), std::greater<Cand>());
-    v.resize(k);
-  }
-  if (sorted) std::sort(v.begin(), v.end(), std::greater<Cand>());
-}
-
-struct TopK {
-  int64_t k = 0;
-  float thr = -kInf;
-  std::vector<Cand> c;
-
-  void reset(int64_t k_) {
-    k = k_;
-    thr = -kInf;
-    c.clear();
-    if (c.capacity() < static_cast<size_t>(2 * k + 2 * kChunk)) c.reserve(2 * k + 2 * kChunk);
-  }
-  void maybe_cut() {  // amortized: a cut after every k insertions at most
-    if (static_cast<int64_t>(c.size()) < 2 * k) return;
-    keep_best(c, k, false);
-    thr = cand_z(c[k - 1]);  // the k-th best: everything kept is at least this
   }
 };
 

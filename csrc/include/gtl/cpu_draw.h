@@ -61,8 +61,7 @@ static inline int64_t topk_race(DrawScratch& s, const DrawRow& d, uint64_t seed,
   if (inf_mode) {
     cand.erase(std::remove_if(cand.begin(), cand.end(), [](Cand c) { return cand_z(c) != kInf; }), cand.end());
   }
-  std::sort(cand.begin(), cand.end(), [](Cand x, Cand y) { return cand_id(x) < cand_id(y); });
-  // Chunk race over the chunks the candidates fall in.
+  // Chunk race (cand is in id order, so each chunk's candidates are contiguous) over the chunks the candidates fall in.
   double best = -std::numeric_limits<double>::infinity();
   size_t best_b = 0, best_e = 0;
   float best_mz = 0.f;
@@ -127,8 +126,8 @@ static inline int64_t draw_column(const DrawArgs& a, int64_t r, const DrawRow& d
   DrawScratch& s = parts[0];
   if (d.topk) {
     s.merged.clear();
-    for (int64_t p = 0; p < nparts; ++p) s.merged.insert(s.merged.end(), parts[p].sel.c.begin(), parts[p].sel.c.end());
-    keep_best(s.merged, a.top_k, false);
+    for (int64_t p = 0; p < nparts; ++p) parts[p].sel.append_to(s.merged);
+    select_best(s.merged, a.top_k, s.sel.scratch);  // parts cover ascending chunk ranges: merged is in id order
     return topk_race(s, d, seed, a.offset, lp);
   }
   const int64_t c = chunk_race(st, n_chunks, ninf > 0, d.s.t, seed, a.offset);

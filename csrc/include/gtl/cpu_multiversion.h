@@ -6,6 +6,7 @@
 //
 // The per-ISA headers below have no include guards on purpose: they are compiled again in each namespace.
 #include "gtl/cpu_common.h"
+#include "gtl/cpu_select.h"
 
 #ifndef GTL_CPU_OP_BODY
 #error "define GTL_CPU_OP_BODY before including gtl/cpu_multiversion.h"

@@ -224,16 +224,54 @@ GTL_VI void chunk_stats(const float* buf, int64_t len, Pass1 p, Temper tp, const
   st->w = hsum(w);
 }
 
-// Appends the chunk's scores above the current top-k threshold (see TopK); ids start at id0.
+// Cuts the candidate buffer back when it is full (TopK::cut_due), keeping id order, and raises the threshold to the
+// lowest kept score: at least k kept entries rank above any later token with z <= thr.
+GTL_VI void topk_cut(TopK* t) {
+  uint32_t edge;
+  int64_t rank;
+  if (!t->cut_due(&edge, &rank)) return;
+  uint32_t* keys = t->key.data();
+  uint32_t* ids = t->id.data();
+  const int64_t n = t->n;
+  int64_t m = 0;
+  if (rank < 0) {  // about half the keys are kept, at random: compress, no branch per key
+    const vu e = splat_u(edge);
+    for (int64_t i = 0; i < n; i += W) {  // in place: lanes are stored at m <= i, over lanes already loaded
+      const vu kv = load_u(keys + i), iv = load_u(ids + i);
+      uint32_t bits = mask_bits((vi)(kv >= e));
+      if (n - i < W) bits &= (1u << (n - i)) - 1u;  // the buffer has kMaxW slots of slack past n
+      m += compress_store2(keys + m, kv, ids + m, iv, bits);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      if (keys[i] > edge || (keys[i] == edge && rank-- > 0)) {
+        keys[m] = keys[i];
+        ids[m++] = ids[i];
+      }
+  }
+  uint32_t mn = ~0u;
+  for (int64_t i = 0; i < m; ++i) mn = std::min(mn, keys[i]);
+  t->n = m;
+  t->thr = key_z(mn);
+}
+
+// Appends the chunk's scores above the current top-k threshold (see TopK, cpu_select.h); ids start at id0.
+// Branch-free: while the threshold is still low, whether a vector holds a passing score is a coin flip, and a
+// mispredicted branch per vector cost more than the compress.
 GTL_VI void topk_offer(const float* buf, int64_t plen, uint32_t id0, TopK* t) {
   const vf thr = splat(t->thr);
+  uint32_t* keys = t->key.data();
+  uint32_t* ids = t->id.data();
+  int64_t n = t->n;
   for (int64_t i = 0; i < plen; i += W) {
-    uint32_t bits = mask_bits(load(buf + i) > thr);
-    while (bits) {
-      const int j = __builtin_ctz(bits);
-      t->c.push_back(make_cand(buf[i + j], id0 + static_cast<uint32_t>(i + j)));
-      bits &= bits - 1;
-    }
+    const vf z = load(buf + i);
+    const uint32_t bits = mask_bits(z > thr);
+    if (!bits) continue;
+    const vu u = (vu)(z + splat(0.f));  // -0 -> +0: equal scores tie on the id
+    const vu key = u ^ ((vu)((vi)u >> 31) | splat_u(0x80000000u));  // make_cand's order-preserving bits
+    const vu id = (vu)iota() + splat_u(id0 + static_cast<uint32_t>(i));
+    n += compress_store2(keys + n, key, ids + n, id, bits);
   }
-  t->maybe_cut();
+  t->n = n;
+  topk_cut(t);
 }

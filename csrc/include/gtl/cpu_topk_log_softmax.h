@@ -73,8 +73,8 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
     if (d.mode == RowMode::kGreedy) {
       p.push_back(make_cand(0.f, static_cast<uint32_t>(d.argmax)));
     } else {
-      for (int64_t q = 0; q < nparts; ++q) p.insert(p.end(), parts[q].sel.c.begin(), parts[q].sel.c.end());
-      keep_best(p, k, false);
+      for (int64_t q = 0; q < nparts; ++q) parts[q].sel.append_to(p);
+      select_best(p, k, parts[0].sel.scratch);  // in id order: parts cover ascending chunk ranges
       if (d.inf_mode) {  // the +inf tokens (the best candidates) share the mass
         size_t keep = 0;
         for (const Cand c : p)
@@ -84,7 +84,7 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
         const float mz = d.mz, pre = rs.tp.pre, inv = rs.tp.inv, ls = d.log_s;
         for (Cand& c : p) c = make_cand((cand_z(c) - mz) * pre * inv - ls, cand_id(c));  // as guided_log_softmax does
       }
-      std::sort(p.begin(), p.end(), std::greater<Cand>());
+      sort_best_first(p, parts[0].sel.scratch);  // p is still in id order: ties of the rounded values go to the lower id
     }
     write_topk_row(p, k, values, ids);
   };

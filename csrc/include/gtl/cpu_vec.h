@@ -48,6 +48,11 @@ GTL_VI vf load(const float* p) {
   return v;
 }
 GTL_VI void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+GTL_VI vu load_u(const uint32_t* p) {
+  vu v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 
 GTL_VI vf load(const bf16_t* p) {  // bf16 is the top half of a float
   vh h;
@@ -116,6 +121,44 @@ GTL_VI uint32_t mask_bits(vi m) {
 #else
   return static_cast<uint32_t>(_mm_movemask_ps((__m128)m));
 #endif
+}
+
+// Lane indices for compressing 8 lanes by a bit mask (AVX2 has no compress instruction): entry m packs, 3 bits each
+// from bit 0, the lanes whose bit is set in m, in lane order.
+struct Compress8 {
+  uint32_t idx[256];
+  constexpr Compress8() : idx() {
+    for (uint32_t m = 0; m < 256; ++m) {
+      uint32_t packed = 0, slot = 0;
+      for (uint32_t lane = 0; lane < 8; ++lane)
+        if (m >> lane & 1u) packed |= lane << (3 * slot++);
+      idx[m] = packed;
+    }
+  }
+};
+static constexpr Compress8 kCompress8{};  // internal linkage: addressed directly, not through the GOT
+
+// Writes the lanes of a and b whose bit is set in `bits` to the front of pa and pb, in lane order, and returns how
+// many. Whole vectors are stored: pa and pb need W writable slots.
+GTL_VI int compress_store2(uint32_t* pa, vu a, uint32_t* pb, vu b, uint32_t bits) {
+#if GTL_ISA >= 3
+  _mm512_storeu_si512(pa, _mm512_maskz_compress_epi32(static_cast<__mmask16>(bits), (__m512i)a));
+  _mm512_storeu_si512(pb, _mm512_maskz_compress_epi32(static_cast<__mmask16>(bits), (__m512i)b));
+#elif GTL_ISA == 2
+  const __m256i idx = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(kCompress8.idx[bits])),
+                                        _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21));  // lane j reads bits 3j..3j+2
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(pa), _mm256_permutevar8x32_epi32((__m256i)a, idx));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb), _mm256_permutevar8x32_epi32((__m256i)b, idx));
+#else
+  int m = 0;
+  for (int j = 0; j < W; ++j) {
+    pa[m] = a[j];
+    pb[m] = b[j];
+    m += (bits >> j) & 1u;
+  }
+  return m;
+#endif
+  return __builtin_popcount(bits);
 }
 
 GTL_VI float hmax(vf v) {
