@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Host checks of the CUDA backend on a machine without a GPU (docs/CUDA_BACKEND.md "Checks without a GPU").
 #
-#   1. csrc/cuda/tests/host_check.cpp: the device math helpers against long double, Philox known answers, and the
-#      block radix select + bitonic sort run through the fiber emulation (csrc/cuda/tests/cuda_emu.h).
-#   2. csrc/cuda/tests/emu_check.py: the five ops' kernels, emulated, against the float64 reference; bit-identical
+#   1. tests/cuda/host_check.cpp: the device math helpers against long double, Philox known answers, and the
+#      block radix select + bitonic sort run through the fiber emulation (tests/cuda/cuda_emu.h).
+#   2. tests/cuda/emu_check.py: the five ops' kernels, emulated, against the float64 reference; bit-identical
 #      results between the row and split launch paths and between aligned and misaligned rows. Needs torch
 #      (skipped with a notice when `$PYTHON -c "import torch"` fails).
 #   Steps 1 and 2 run twice, the second time with the block's threads scheduled in reverse order, so that a missing
@@ -32,18 +32,18 @@ mkdir -p "$out"
 flags=(-std=c++17 -O1 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -U_FORTIFY_SOURCE -Icsrc/include)
 
 echo "== host_check (device helpers, select/sort)"
-"$CXX" "${flags[@]}" -o "$out/host_check" csrc/cuda/tests/host_check.cpp
+"$CXX" "${flags[@]}" -o "$out/host_check" tests/cuda/host_check.cpp
 "$out/host_check"
 GTL_CUDA_EMU_REVERSE=1 "$out/host_check" >/dev/null  # threads in reverse order: the other side of a missing barrier
 
 echo "== emulated kernels"
-"$CXX" "${flags[@]}" -fPIC -shared -o "$out/libgtl_cuda_emu.so" csrc/cuda/tests/emu_ops.cpp
+"$CXX" "${flags[@]}" -fPIC -shared -o "$out/libgtl_cuda_emu.so" tests/cuda/emu_ops.cpp
 export GTL_CUDA_EMU_LIB="$out/libgtl_cuda_emu.so"
-export PYTHONPATH="$PWD/csrc/cuda/tests:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/tests/cuda:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if "$PYTHON" -c "import torch" 2>/dev/null; then
-  "$PYTHON" csrc/cuda/tests/emu_check.py
+  "$PYTHON" tests/cuda/emu_check.py
   echo "== emulated kernels, threads in reverse order"
-  GTL_CUDA_EMU_REVERSE=1 "$PYTHON" csrc/cuda/tests/emu_check.py | tail -1
+  GTL_CUDA_EMU_REVERSE=1 "$PYTHON" tests/cuda/emu_check.py | tail -1
   if [ "${GTL_CUDA_EMU_SUITE:-0}" = 1 ]; then
     for sms in 132 1; do
       echo "== shared suite on backend emu (GTL_CUDA_EMU_SMS=$sms)"

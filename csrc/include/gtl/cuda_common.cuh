@@ -3,7 +3,7 @@
 // combination order (KERNEL_SPEC §3 batch invariance: every reduction tree below depends only on the lane/thread
 // layout, which is fixed by kThreads, never on the grid).
 //
-// Compiled by nvcc for the GPU, or by a host C++ compiler through csrc/cuda/tests/cuda_emu.h, which runs the same
+// Compiled by nvcc for the GPU, or by a host C++ compiler through tests/cuda/cuda_emu.h, which runs the same
 // kernels on the CPU for the host checks (scripts/cuda_host_check.sh).
 #pragma once
 
@@ -21,7 +21,7 @@
 #define GTL_HD inline
 #define GTL_DEV inline
 #else
-#error "gtl/cuda_*.cuh are compiled by nvcc, or on the host through csrc/cuda/tests/cuda_emu.h"
+#error "gtl/cuda_*.cuh are compiled by nvcc, or on the host through tests/cuda/cuda_emu.h"
 #endif
 
 #include "gtl/cuda_problem.h"

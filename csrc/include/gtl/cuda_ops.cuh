@@ -1,5 +1,5 @@
 // The five ops as CUDA kernels (KERNEL_SPEC §2–§4): per-op finishes, the kernels of the row and split paths, and
-// the dispatch that launches them through a Launcher policy (`<<<>>>` on the GPU, csrc/cuda/tests/cuda_emu.h on the
+// the dispatch that launches them through a Launcher policy (`<<<>>>` on the GPU, tests/cuda/cuda_emu.h on the
 // host), so the GPU build and the host checks run the same launch plan.
 #pragma once
 

@@ -1,4 +1,4 @@
-"""Backend ``emu``: the CUDA kernels (gtl/cuda_ops.cuh) run on the CPU through csrc/cuda/tests/cuda_emu.h.
+"""Backend ``emu``: the CUDA kernels (gtl/cuda_ops.cuh) run on the CPU through tests/cuda/cuda_emu.h.
 
 It lets a machine without a GPU run the CUDA backend's kernel code against the float64 reference and the shared test
 suite. The argument handling below mirrors the torch glue of csrc/cuda/ops_cuda.cpp (checks, normalization, output
@@ -81,7 +81,7 @@ def _load():
 
 
 LIB = _load()
-BUILD_DESCRIPTION = "CUDA kernels on the host (csrc/cuda/tests/cuda_emu.h)"
+BUILD_DESCRIPTION = "CUDA kernels on the host (tests/cuda/cuda_emu.h)"
 
 
 class _Buffers:

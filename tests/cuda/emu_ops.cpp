@@ -1,5 +1,5 @@
 // The CUDA kernels of gtl/cuda_ops.cuh run on the host through cuda_emu.h, behind a C ABI for ctypes
-// (csrc/cuda/tests/emu_backend.py). Buffers come from emu_alloc: each ends against an inaccessible page, so a kernel
+// (tests/cuda/emu_backend.py). Buffers come from emu_alloc: each ends against an inaccessible page, so a kernel
 // that reads or writes past the end of an input, output or workspace faults here as it would under compute-sanitizer.
 #include "cuda_emu.h"
 // clang-format off
