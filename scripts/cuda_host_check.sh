@@ -11,7 +11,7 @@
 #   3. GTL_CUDA_EMU_SUITE=1: also the shared test suite's backend-parametrized tests on the emulated kernels, as
 #      backend `emu`, once with the launch plan of an H100 (mostly split path) and once with every row on its own
 #      block (about 5 minutes each on 2 cores).
-#   4. GTL_CUDA_GLUE_CHECK=1: also a syntax check of the torch glue (csrc/cuda/ops_cuda.cpp) against the installed
+#   4. GTL_CUDA_GLUE_CHECK=1: also a syntax check of the torch glue (every csrc/cuda/*.cpp) against the installed
 #      torch's headers, with stand-ins for the cuBLAS/cuSPARSE/cuSOLVER headers a CPU machine lacks.
 #
 # Environment: CXX (g++), PYTHON (.venv/bin/python if present, else python3), GTL_CUDA_EMU_DIR (build directory; a
@@ -84,9 +84,12 @@ EOF
   cuda_home="${CUDA_HOME:-/usr/local/cuda}"
   torch_inc=$("$PYTHON" -c "import torch.utils.cpp_extension as c; print(' '.join('-I' + p for p in c.include_paths()))")
   py_inc=$("$PYTHON" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
-  # shellcheck disable=SC2086
-  "$CXX" -std=c++20 -fsyntax-only -DTORCH_EXTENSION_NAME=_C_cuda -DTORCH_API_INCLUDE_EXTENSION_H $torch_inc \
-    -I"$py_inc" -I"$stubs" -I"$cuda_home/include" -Icsrc/include csrc/cuda/ops_cuda.cpp
-  echo "glue: ops_cuda.cpp parses against $("$PYTHON" -c 'import torch; print(torch.__version__)')"
+  for src in csrc/cuda/*.cpp; do  # each alone, as the build compiles it: every file must include what it uses
+    # shellcheck disable=SC2086
+    "$CXX" -std=c++20 -fsyntax-only -DTORCH_EXTENSION_NAME=_C_cuda -DTORCH_API_INCLUDE_EXTENSION_H $torch_inc \
+      -I"$py_inc" -I"$stubs" -I"$cuda_home/include" -Icsrc/include "$src"
+    echo "glue: $src parses"
+  done
+  echo "glue: csrc/cuda/*.cpp parse against torch $("$PYTHON" -c 'import torch; print(torch.__version__)')"
 fi
 echo "cuda_host_check: all checks passed"

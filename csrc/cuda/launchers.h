@@ -1,4 +1,4 @@
-// Torch-free declarations of the CUDA launchers (defined in csrc/cuda/*.cu), called by the torch glue in *.cpp.
+// Torch-free declarations of the CUDA launchers (defined in launchers.cu), called by the torch glue in *.cpp.
 // Each launcher enqueues its kernels on `stream` and returns the first launch error; it never synchronizes.
 #pragma once
 

@@ -208,43 +208,61 @@ def _elem_bytes(case) -> int:
 # CUDA C++ kernels (nvcc), for comparison
 # ---------------------------------------------------------------------------------------------------------------------
 
-CUDA_SOURCES = ("sample.cu", "masked_transition.cu", "topk_log_softmax.cu")
+CUDA_SOURCE = "csrc/cuda/launchers.cu"  # every CUDA kernel is instantiated there
+CUDA_OPS = ("sample", "masked_transition", "topk_log_softmax")  # the ops whose kernels the table shows
+
+
+def cuda_op_names(root: Path) -> dict[int, str]:
+    """``gtl::cuda::Op`` (``gtl/cuda_problem.h``) as value -> op name, read from the header so that it has one home:
+    ``kTopkLogSoftmax = 3`` -> ``{3: "topk_log_softmax"}``."""
+    text = (root / "csrc/include/gtl/cuda_problem.h").read_text()
+    body = re.search(r"enum class Op\b[^{]*\{([^}]*)\}", text).group(1)
+    return {int(value): re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+            for name, value in re.findall(r"k(\w+)\s*=\s*(\d+)", body)}
+
+
+def _op_of(name: str, ops: dict[int, str]) -> str | None:
+    """The op of a kernel from its mangled name: the value of its ``Op`` template argument (``...2OpE3E...``)."""
+    m = re.search(r"2OpE(\d+)E", name)
+    return ops.get(int(m.group(1))) if m else None
 
 
 def cuda_kernels(root: Path, arch: int = 90, nvcc: str | None = None) -> list[dict]:
-    """Resources and whole-kernel instruction mix of the bf16 kernels of the CUDA sources (``nvcc -cubin``, the flags
-    of ``scripts/nvcc_check.sh``). Their loops are unrolled over alignment cases, so no single loop is read per
-    element here: the counts are static instructions of the whole kernel."""
+    """Resources and whole-kernel instruction mix of the bf16 kernels of ``CUDA_OPS`` (``nvcc -cubin`` of
+    ``CUDA_SOURCE``, the flags of ``scripts/nvcc_check.sh``). Their loops are unrolled over alignment cases, so no
+    single loop is read per element here: the counts are static instructions of the whole kernel."""
     import os
 
     from .aot_check import parse_resource_usage, tool
 
     nvcc = nvcc or os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
+    ops = cuda_op_names(root)
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for src in CUDA_SOURCES:
-            cubin = Path(tmp) / (src + ".cubin")
-            subprocess.run([nvcc, "-cubin", "-o", str(cubin), str(root / "csrc/cuda" / src), "-std=c++17", "-O3",
-                            "--use_fast_math", f"-I{root / 'csrc/include'}", f"-arch=sm_{arch}"], check=True,
-                           capture_output=True)
-            usage = parse_resource_usage(subprocess.run([tool("cuobjdump"), "--dump-resource-usage", str(cubin)],
-                                                        check=True, capture_output=True, text=True).stdout)
-            sass = parse_sass(subprocess.run([tool("cuobjdump"), "-sass", str(cubin)], check=True,
-                                             capture_output=True, text=True).stdout)
+        cubin = Path(tmp) / "launchers.cubin"
+        subprocess.run([nvcc, "-cubin", "-o", str(cubin), str(root / CUDA_SOURCE), "-std=c++17", "-O3",
+                        "--use_fast_math", f"-I{root / 'csrc/include'}", f"-arch=sm_{arch}"], check=True,
+                       capture_output=True)
+        usage = parse_resource_usage(subprocess.run([tool("cuobjdump"), "--dump-resource-usage", str(cubin)],
+                                                    check=True, capture_output=True, text=True).stdout)
+        sass = parse_sass(subprocess.run([tool("cuobjdump"), "-sass", str(cubin)], check=True,
+                                         capture_output=True, text=True).stdout)
+        for op in CUDA_OPS:
             for name, instrs in sass.items():
-                if "bf16" not in _demangle_hint(name):
+                if _op_of(name, ops) != op or "bf16" not in _demangle_hint(name):
                     continue
-                ops = collections.Counter(i.op for i in instrs if i.base != "NOP")
+                counts = collections.Counter(i.op for i in instrs if i.base != "NOP")
                 loads = collections.Counter()
-                for op, n in ops.items():
-                    if op.startswith("LDG"):
-                        loads[load_bytes(op)] += n
+                for instr, n in counts.items():
+                    if instr.startswith("LDG"):
+                        loads[load_bytes(instr)] += n
                 u = usage.get(name, {})
-                out.append(dict(source=src, kernel=_short(name), regs=u.get("REG"), stack=u.get("STACK"),
-                                shared=u.get("SHARED"), instructions=sum(ops.values()),
+                out.append(dict(op=op, kernel=_short(name), regs=u.get("REG"), stack=u.get("STACK"),
+                                shared=u.get("SHARED"), instructions=sum(counts.values()),
                                 loads=", ".join(f"{n} x {w} B" for w, n in sorted(loads.items(), reverse=True)),
-                                ex2=ops.get("MUFU.EX2", 0),
-                                other_mufu=sum(n for op, n in ops.items() if op.startswith("MUFU.") and op != "MUFU.EX2")))
+                                ex2=counts.get("MUFU.EX2", 0),
+                                other_mufu=sum(n for i, n in counts.items()
+                                               if i.startswith("MUFU.") and i != "MUFU.EX2")))
     return out
 
 
@@ -317,10 +335,10 @@ def report(cuda: bool = False, root: Path | None = None) -> str:
         lines += ["", "The CUDA C++ kernels of the same ops (bf16 instantiations, `nvcc -cubin -arch=sm_90` with the flags "
                   "of `scripts/nvcc_check.sh`): resources and the static instruction mix of the whole kernel (their "
                   "loops are unrolled over alignment cases, so no per-element count is read from them here).", "",
-                  "| source | kernel | regs | stack B | static shared B | SASS instructions | global loads by width "
+                  "| op | kernel | regs | stack B | static shared B | SASS instructions | global loads by width "
                   "| MUFU.EX2 | other MUFU |", "|" + "---|" * 9]
         for k in cuda_kernels(root or Path(__file__).resolve().parents[2]):
-            lines.append(f"| {k['source']} | `{k['kernel']}` | {k['regs']} | {k['stack']} | {k['shared']} | "
+            lines.append(f"| {k['op']} | `{k['kernel']}` | {k['regs']} | {k['stack']} | {k['shared']} | "
                          f"{k['instructions']} | {k['loads']} | {k['ex2']} | {k['other_mufu']} |")
     return "\n".join(lines)
 

@@ -1,9 +1,9 @@
 """Backend ``emu``: the CUDA kernels (gtl/cuda_ops.cuh) run on the CPU through tests/cuda/cuda_emu.h.
 
 It lets a machine without a GPU run the CUDA backend's kernel code against the float64 reference and the shared test
-suite. The argument handling below mirrors the torch glue of csrc/cuda/ops_cuda.cpp (checks, normalization, output
-allocation, the launch plan); keep the two in step. Every buffer handed to the kernels is a copy that ends against an
-inaccessible page, so an out-of-bounds access faults here.
+suite. The argument handling below mirrors the torch glue of csrc/cuda/ (the checks and the launch ending in glue.h,
+each op's normalization and outputs in <op>.cpp, the launch plan); keep the two in step. Every buffer handed to the
+kernels is a copy that ends against an inaccessible page, so an out-of-bounds access faults here.
 
 Used as a pytest plugin (``-p emu_backend``, see scripts/cuda_host_check.sh): it registers ops ``gtl::<op>_emu`` and
 backend ``emu`` and marks it as slow (``backend.interpreted``), so the suite uses its small shapes.
@@ -132,7 +132,7 @@ def _sms() -> int:
 
 
 def _check_scores(name, logits, bias, gamma, temperature):
-    # The glue's checks (ops_cuda.cpp scores_problem): normalized arguments only.
+    # The glue's checks (csrc/cuda/glue.h scores_problem): normalized arguments only.
     if logits.dim() != 2 or logits.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"{name}: logits must be a 2-D fp32/bf16/fp16 tensor")
     if logits.size(1) > 1 and logits.stride(1) != 1:
