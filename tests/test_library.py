@@ -112,13 +112,33 @@ def test_schemas_are_defined_once():
 
 def test_confidence_kinds_are_listed_once_per_language():
     """Python has one list (``reference.CONFIDENCE_KINDS``), C++ one (``gtl/confidence_kind.h``, used by the CPU and
-    CUDA glue); they name the same kinds in the same order (the order is the kernels' kind index)."""
+    CUDA glue); they name the same kinds in the same order (the order is the kernels' kind index: the parser maps the
+    i-th name to ``ConfidenceKind`` i, so the enum's values must follow the list, and the emulator's ctypes values are
+    the positions in the Python list)."""
     from gtl_kernels import reference
 
-    header = (Path(__file__).resolve().parents[1] / "csrc/include/gtl/confidence_kind.h").read_text()
+    root = Path(__file__).resolve().parents[1]
+    header = (root / "csrc/include/gtl/confidence_kind.h").read_text()
     listed = re.search(r"kConfidenceKinds\[\] = \{([^}]*)\}", header).group(1)
     assert tuple(re.findall(r'"(\w+)"', listed)) == reference.CONFIDENCE_KINDS
     assert re.search(r'kConfidenceKindList = "([^"]*)"', header).group(1) == ", ".join(reference.CONFIDENCE_KINDS)
-    sources = [p for p in (Path(__file__).resolve().parents[1] / "gtl_kernels").rglob("*.py")]
-    spelled = [str(p) for p in sources if re.search(r"\(\s*\"max_prob\",\s*\"margin\"", p.read_text())]
+    enum = re.search(r"enum class ConfidenceKind\b[^{]*\{([^}]*)\}", header).group(1)
+    values = {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): int(v)  # kNegEntropy = 2 -> neg_entropy: 2
+              for name, v in re.findall(r"k(\w+)\s*=\s*(\d+)", enum)}
+    assert values == {kind: i for i, kind in enumerate(reference.CONFIDENCE_KINDS)}
+    sources = [p for d in ("gtl_kernels", "tests/cuda") for p in (root / d).rglob("*.py")]
+    spelled = [str(p) for p in sources
+               if re.search(r"\(\s*\"max_prob\",\s*\"margin\"|\"max_prob\"\s*:\s*0", p.read_text())]
     assert spelled == [str(Path(reference.__file__))], f"confidence kinds listed outside reference.py: {spelled}"
+
+
+def test_chunk_size_is_written_once_per_language():
+    """The chunk size of the two-level race (KERNEL_SPEC §3) is ``reference.CHUNK`` in Python (the Triton kernels
+    import it) and ``kChunk`` in ``gtl/philox.h`` for the CPU and CUDA kernels; the two must be equal."""
+    from gtl_kernels import reference
+
+    header = (Path(__file__).resolve().parents[1] / "csrc/include/gtl/philox.h").read_text()
+    (k_chunk,) = re.findall(r"\bkChunk\s*=\s*(\d+)\s*;", header)
+    assert int(k_chunk) == reference.CHUNK
+    common = pytest.importorskip("gtl_kernels.triton._common", reason="Triton is not installed")
+    assert common.CHUNK == reference.CHUNK and common.CHUNK_C.value == reference.CHUNK

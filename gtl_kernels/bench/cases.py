@@ -19,9 +19,9 @@ from typing import Iterable
 import torch
 
 import gtl_kernels as gk
-from gtl_kernels import reference
+from gtl_kernels import _library, reference
 
-OPS = ("guided_log_softmax", "sample", "masked_transition", "topk_log_softmax", "confidence")
+OPS = _library.OPS
 SAMPLING_OPS = ("sample", "masked_transition")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CONFIDENCE_KINDS = reference.CONFIDENCE_KINDS

@@ -17,7 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-CHUNK = 1024  # tokens per chunk of the two-level race (KERNEL_SPEC §3, part of the contract)
+from ..reference import CHUNK  # tokens per chunk of the two-level race (KERNEL_SPEC §3, part of the contract)
+
 K_MAX = 1024  # largest top-k served by the one-pass candidate buffer (docs/TRITON_BACKEND.md, "top-k")
 # Keys that one program merges from the split buffers of a top-k row, SPLITS_PAD * K_PAD, all in registers: 8192 keys
 # compile without spills at 8 warps for sm_80 and sm_90, 16384 spill (gtl_kernels.triton.aot_check).

@@ -21,11 +21,11 @@ import os
 import torch
 
 import gtl_kernels  # noqa: F401  (defines the gtl namespace and the registry)
-from gtl_kernels import _library, backends
+from gtl_kernels import _library, backends, reference
 
 OPS = {"guided_log_softmax": 0, "sample": 1, "masked_transition": 2, "topk_log_softmax": 3, "confidence": 4}
 DTYPES = {None: 0, torch.float32: 1, torch.bfloat16: 2, torch.float16: 3, torch.float64: 4}
-KINDS = {"max_prob": 0, "margin": 1, "neg_entropy": 2}
+KINDS = {kind: i for i, kind in enumerate(reference.CONFIDENCE_KINDS)}  # ConfidenceKind: the position
 TOPK_MAX = 1024  # kTopkMax in gtl/cuda_problem.h
 STATS = {"split": 0, "row": 0}
 
