@@ -58,10 +58,12 @@ def _sample_range(sampler, start: int, stop: int, length: int, seed: int, batch_
     out, part = sampler(stop - start, length, seed=seed, batch_size=batch_size, first_index=start)
     for name in _COUNTS:
         setattr(stats, name, getattr(stats, name) + getattr(part, name))
+    stats.token_logprob += part.token_logprob
     return out
 
 
-_COUNTS = ("denoiser_passes", "planner_passes", "ratio_passes", "denoiser_calls", "planner_calls", "ratio_calls")
+_COUNTS = ("denoiser_passes", "planner_passes", "ratio_passes", "denoiser_calls", "planner_calls", "ratio_calls",
+           "tokens_drawn")
 
 
 def sample(sampler, n_samples: int, length: int, *, seed: int = 0, batch_size: int = 1024,
@@ -91,7 +93,10 @@ def sample(sampler, n_samples: int, length: int, *, seed: int = 0, batch_size: i
     dist.all_reduce(counts)
     wall = torch.tensor([stats.wall_s], dtype=torch.float64, device=device)
     dist.all_reduce(wall, op=dist.ReduceOp.MAX)
-    stats = dataclasses.replace(stats, **dict(zip(_COUNTS, counts.tolist())), wall_s=float(wall))
+    logprob = torch.tensor([stats.token_logprob], dtype=torch.float64, device=device)
+    dist.all_reduce(logprob)
+    stats = dataclasses.replace(stats, **dict(zip(_COUNTS, counts.tolist())), wall_s=float(wall),
+                                token_logprob=float(logprob))
     if not gather:
         return local, stats
     block = shard(n_samples, 0, size)[1]  # the largest block: pad every block to it for all_gather

@@ -2,6 +2,8 @@
 
     gtl-language            # the full ablation (V = 30522, L = 128; see --help)
     gtl-language --quick    # a small smoke run (L = 16, few sequences)
+    gtl-language learned    # learned models: vanilla / fine-tuned / GTL over target fractions
+                            # (gtl_kernels/experiments/language_learned.py; see gtl-language learned --help)
 
 The source and target chains are :func:`~gtl_kernels.gtl.language.make_language`'s. The scheduled sampler with a
 left-to-right order runs on the exact source denoiser and the exact ratio (:class:`LeftToRightDenoiser`,
@@ -216,6 +218,11 @@ def plot(path: Path, rows: list[dict], reference: dict, vocab: int) -> None:
 
 
 def main(argv=None) -> int:
+    rest = list(sys.argv[1:] if argv is None else argv)
+    if rest[:1] == ["learned"]:
+        from .language_learned import main as learned
+
+        return learned(rest[1:])
     args = build_parser().parse_args(argv)
     if args.quick:
         args.length, args.samples, args.reference_samples = 16, 4, 64

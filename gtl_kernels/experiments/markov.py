@@ -285,7 +285,8 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
 
 def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
     """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``; its random draws
-    are keyed by ``tag`` (default: the target size)."""
+    are keyed by ``tag`` (default: the target size). The conditional loss scores ``args.ratio_candidates``
+    candidates per example when the namespace has it (``gtl-language learned``; 0 or absent: all ``V``)."""
     a, prog = ctx.args, not ctx.args.no_progress
     n = len(xt)
     tag = n if tag is None else tag
@@ -294,7 +295,8 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
     if loss == "conditional":
         cfg.batch_size = a.ratio_batch
         ctx.timed(f"ratio {n}", train_ratio_conditional, ratio, denoiser, xt, cfg, source=xs,
-                  classifier_weight=a.classifier_weight, desc=f"ratio[conditional] n={n}", progress=prog)
+                  n_candidates=getattr(a, "ratio_candidates", 0), classifier_weight=a.classifier_weight,
+                  desc=f"ratio[conditional] n={n}", progress=prog)
     elif loss == "classifier":
         ctx.timed(f"ratio {n}", train_ratio_classifier, ratio, xs, xt, cfg, mask_id=ctx.vocab,
                   desc=f"ratio[classifier] n={n}", progress=prog)

@@ -78,6 +78,11 @@ class SamplerStats:
     planner_calls: int = 0
     ratio_calls: int = 0
     wall_s: float = 0.0
+    # ScheduledSampler only: the drawn tokens and the sum of their log-probabilities under the laws they were drawn
+    # from (guided, tempered, top-k restricted); -token_logprob / tokens_drawn estimates the sampler's entropy per
+    # token (exactly its expectation for a left-to-right order, see ``token_nll``)
+    tokens_drawn: int = 0
+    token_logprob: float = 0.0
 
     def per_sequence(self) -> dict:
         """Average passes per generated sequence, plus wall time per sequence in milliseconds."""
@@ -87,7 +92,15 @@ class SamplerStats:
             "planner": self.planner_passes / n,
             "ratio": self.ratio_passes / n,
             "ms": 1e3 * self.wall_s / n,
+            "token_nll": self.token_nll(),
         }
+
+    def token_nll(self) -> float:
+        """Mean negative log-probability of the drawn tokens under the laws they were drawn from (nats; NaN when no
+        token was recorded). Its expectation is ``H(tokens drawn along the path) / tokens``: for a fixed order
+        (left-to-right) the sampler's entropy per token; for an order that depends on the drawn tokens, the
+        entropy of the path, an upper bound on that of the sequences."""
+        return -self.token_logprob / self.tokens_drawn if self.tokens_drawn else math.nan
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self) | {"per_sequence": self.per_sequence()}
@@ -585,7 +598,8 @@ class ScheduledSampler:
         keys = _row_keys(seeds, seq, pos)
         row = logits[seq, pos]  # [A, V + 1]: the only rows this step normalizes
         if self.ratio is None:
-            tok = gk.sample(row, temperature=self.temperature, top_k=self.top_k, seeds=keys, offset=step)
+            tok, logprob = gk.sample(row, temperature=self.temperature, top_k=self.top_k, seeds=keys, offset=step,
+                                     return_logprob=True)
         else:
             n = min(self.n_ratio, row.shape[-1] - 1)  # the mask token never is a candidate
             cand_logp, cand = gk.topk_log_softmax(row, n)
@@ -593,8 +607,11 @@ class ScheduledSampler:
                                               cand_logp)
             progress = (z.shape[1] - n_masked[seq]).double() / z.shape[1]  # fraction revealed, per sequence
             gamma = torch.tensor([self.gamma(p) for p in progress.tolist()], device=z.device)
-            tok = gk.sample(cand_logp, rho, gamma, self.temperature, self.top_k, seeds=keys, offset=step, index=cand)
+            tok, logprob = gk.sample(cand_logp, rho, gamma, self.temperature, self.top_k, seeds=keys, offset=step,
+                                     index=cand, return_logprob=True)
         _check_drawn(tok.view(-1, 1), 0, f"token draw at step {step}")
+        stats.tokens_drawn += len(tok)
+        stats.token_logprob += float(logprob.double().sum())
         z = z.clone()
         z[seq, pos] = tok
         return z, stats
