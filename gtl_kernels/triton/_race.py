@@ -462,7 +462,9 @@ def _launch_chunked(a: _Args) -> None:
     splits = _common.num_splits(a.n, n_blocks, a.device)
     per_split = triton.cdiv(n_blocks, splits)
     splits = triton.cdiv(n_blocks, per_split)
-    warps = _common.num_warps(a.device)
+    # 16 tokens of a block per thread: 8 warps for blocks of 4 chunks, fewer for short rows (with 8 warps over a
+    # 2-chunk block, ptxas spilled the LOGPROB race on sm_90; aot_check)
+    warps = min(_common.num_warps(a.device), max(2, 2 * cb))
     # per-chunk maximum, sum and +inf count of every row (12 bytes per 1024 tokens), greedy partials of splits
     stats = torch.empty((2, a.n * n_chunks), dtype=torch.float32, device=a.device)
     counts = torch.empty(a.n * n_chunks, dtype=torch.int32, device=a.device)
