@@ -84,27 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--d-model", type=int, default=64, help="width of the denoisers")
     g.add_argument("--ratio-d-model", type=int, default=32, help="width of the ratio net, classifiers, planner")
-    g.add_argument("--layers", type=int, default=2, help="blocks of the denoisers")
-    g.add_argument("--ratio-layers", type=int, default=2, help="blocks of the ratio net, classifiers and planner")
-    g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout of the ratio net and classifiers")
-    g.add_argument("--ratio-window", type=int, default=1, help="local attention window of the ratio net and "
-                   "classifiers (0 = global)")
-    g.add_argument("--batch-size", type=int, default=16, help="batch of the denoisers, classifiers and planner")
-    g.add_argument("--lr", type=float, default=3e-3)
-    g.add_argument("--denoiser-steps", type=int, default=400, help="source denoiser")
-    g.add_argument("--vanilla-steps", type=int, default=150, help="denoiser trained on the target only")
-    g.add_argument("--finetune-steps", type=int, default=150, help="source denoiser trained further on the target")
-    g.add_argument("--finetune-lr", type=float, default=1e-3)
-    g.add_argument("--ratio-steps", type=int, default=150, help="ratio network")
-    g.add_argument("--ratio-batch", type=int, default=16, help="target sequences per step of the conditional loss")
+    markov.add_training_args(g, batch_size=16, lr=3e-3, denoiser_steps=400, vanilla_steps=150, finetune_steps=150,
+                             finetune_lr=1e-3, ratio_steps=150, ratio_batch=16, classifier_steps=150,
+                             planner_steps=100)
     g.add_argument("--ratio-candidates", type=int, default=32,
                    help="candidates per example of the conditional loss (the denoiser's top ones plus the true token)")
-    g.add_argument("--ratio-weight-decay", type=float, default=0.0)
-    g.add_argument("--classifier-weight", type=float, default=0.0,
-                   help="add the noisy-classifier loss to the conditional ratio loss with this weight")
-    g.add_argument("--classifier-steps", type=int, default=150, help="each domain classifier (paper recipe)")
-    g.add_argument("--planner-steps", type=int, default=100)
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=1, help="the run's seed (hyperparameters were chosen on seed 0)")
     g.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription when shared)")

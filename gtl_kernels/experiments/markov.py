@@ -84,6 +84,36 @@ def draw_heldout(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+
+def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, vanilla_steps: int, finetune_steps: int,
+                      finetune_lr: float, ratio_steps: int, ratio_batch: int, classifier_steps: int,
+                      planner_steps: int) -> None:
+    """The training options every GTL experiment shares (architecture below the width, optimizer budgets), with the
+    experiment's own defaults."""
+    g.add_argument("--layers", type=int, default=2, help="blocks of the denoisers")
+    g.add_argument("--ratio-layers", type=int, default=2, help="blocks of the ratio net, classifiers and planner")
+    g.add_argument("--heads", type=int, default=4)
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout of the ratio net and classifiers")
+    g.add_argument("--ratio-window", type=int, default=1,
+                   help="local attention window of the ratio net and classifiers (0 = global attention)")
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help="batch of the denoisers, classifiers and planner")
+    g.add_argument("--lr", type=float, default=lr)
+    g.add_argument("--denoiser-steps", type=int, default=denoiser_steps, help="source denoiser")
+    g.add_argument("--vanilla-steps", type=int, default=vanilla_steps, help="denoiser trained on the target only")
+    g.add_argument("--finetune-steps", type=int, default=finetune_steps,
+                   help="source denoiser trained further on the target")
+    g.add_argument("--finetune-lr", type=float, default=finetune_lr)
+    g.add_argument("--ratio-steps", type=int, default=ratio_steps, help="ratio network")
+    g.add_argument("--ratio-batch", type=int, default=ratio_batch,
+                   help="target sequences per step of the conditional ratio loss")
+    g.add_argument("--ratio-weight-decay", type=float, default=0.0)
+    g.add_argument("--classifier-weight", type=float, default=0.0,
+                   help="add the noisy-classifier loss to the conditional ratio loss with this weight")
+    g.add_argument("--classifier-steps", type=int, default=classifier_steps,
+                   help="each domain classifier (paper recipe)")
+    g.add_argument("--planner-steps", type=int, default=planner_steps)
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gtl-markov", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -125,26 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-batch", type=int, default=1000, help="sequences per sampler batch")
     g = p.add_argument_group("training")
     g.add_argument("--d-model", type=int, default=32, help="width of every network")
-    g.add_argument("--layers", type=int, default=2, help="blocks of the denoisers")
-    g.add_argument("--ratio-layers", type=int, default=2, help="blocks of the ratio net, classifiers and planner")
-    g.add_argument("--heads", type=int, default=4)
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout of the ratio net and classifiers")
-    g.add_argument("--ratio-window", type=int, default=1,
-                   help="local attention window of the ratio net and classifiers (0 = global attention)")
-    g.add_argument("--batch-size", type=int, default=128, help="batch of the denoisers, classifiers and planner")
-    g.add_argument("--lr", type=float, default=6e-3)
-    g.add_argument("--denoiser-steps", type=int, default=600, help="source denoiser")
-    g.add_argument("--vanilla-steps", type=int, default=250, help="denoiser trained on the target only")
-    g.add_argument("--finetune-steps", type=int, default=250, help="source denoiser trained further on the target")
-    g.add_argument("--finetune-lr", type=float, default=3e-3)
-    g.add_argument("--ratio-steps", type=int, default=300, help="ratio network")
-    g.add_argument("--ratio-batch", type=int, default=64,
-                   help="sequences per step of the conditional ratio loss (each is scored at all its candidates)")
-    g.add_argument("--ratio-weight-decay", type=float, default=0.0)
-    g.add_argument("--classifier-weight", type=float, default=0.0,
-                   help="add the noisy-classifier loss to the conditional ratio loss with this weight")
-    g.add_argument("--classifier-steps", type=int, default=300, help="each domain classifier (paper recipe)")
-    g.add_argument("--planner-steps", type=int, default=300)
+    add_training_args(g, batch_size=128, lr=6e-3, denoiser_steps=600, vanilla_steps=250, finetune_steps=250,
+                      finetune_lr=3e-3, ratio_steps=300, ratio_batch=64, classifier_steps=300, planner_steps=300)
     g = p.add_argument_group("run")
     g.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="one full run per seed; mean ± std reported (default 0 1 2; suite: 0 on test pairs, dev pairs "
