@@ -63,8 +63,8 @@ def test_heavy_ties_give_the_reference_ids(backend, n, k):
     at least 1, so the ids must equal the reference's stable sort exactly, whatever k and however the row is split
     among threads (n = 1, 2 split rows into parts)."""
     v = 3000 if backend.interpreted else 20_000
-    if backend.interpreted and k > 700:
-        pytest.skip("interpreter: one large k is enough")
+    if backend.interpreted and (k > 700 or n > 2):
+        pytest.skip("interpreter: one large k and the split rows are enough")
     g = torch.Generator().manual_seed(k * 7 + n)
     logits = torch.randint(0, 6, (n, v), generator=g).float()
     logits[:, ::97] += 20.0  # a sparse top group, ties among themselves
