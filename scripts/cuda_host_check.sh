@@ -10,7 +10,8 @@
 #   barrier shows whichever thread reads first (a heuristic; racecheck on the GPU is the real check).
 #   3. GTL_CUDA_EMU_SUITE=1: also the shared test suite's backend-parametrized tests on the emulated kernels, as
 #      backend `emu`, once with the launch plan of an H100 (mostly split path) and once with every row on its own
-#      block (about 5 minutes each on 2 cores).
+#      block (about 5 minutes each on 2 cores). GTL_CUDA_EMU_SUITE=ops (CI): the five ops' test files and the
+#      high-power statistical tests, with the H100 plan only (about 2 minutes).
 #   4. GTL_CUDA_GLUE_CHECK=1: also a syntax check of the torch glue (every csrc/cuda/*.cpp) against the installed
 #      torch's headers, with stand-ins for the cuBLAS/cuSPARSE/cuSOLVER headers a CPU machine lacks.
 #
@@ -49,6 +50,11 @@ if "$PYTHON" -c "import torch" 2>/dev/null; then
       echo "== shared suite on backend emu (GTL_CUDA_EMU_SMS=$sms)"
       GTL_CUDA_EMU_SMS=$sms GTL_TEST_BACKENDS=emu "$PYTHON" -m pytest tests -p emu_backend -q -k emu
     done
+  elif [ "${GTL_CUDA_EMU_SUITE:-0}" = ops ]; then
+    echo "== the ops' shared tests on backend emu (H100 launch plan)"
+    GTL_CUDA_EMU_SMS=132 GTL_TEST_BACKENDS=emu "$PYTHON" -m pytest -p emu_backend -q -k emu tests/test_sample.py \
+      tests/test_masked_transition.py tests/test_topk_log_softmax.py tests/test_confidence.py \
+      tests/test_guided_log_softmax.py tests/test_power.py
   fi
 else
   echo "cuda_host_check: $PYTHON cannot import torch: emulated-kernel checks skipped"
