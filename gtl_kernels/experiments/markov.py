@@ -84,7 +84,6 @@ def draw_heldout(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-
 def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, vanilla_steps: int, finetune_steps: int,
                       finetune_lr: float, ratio_steps: int, ratio_batch: int, classifier_steps: int,
                       planner_steps: int) -> None:
@@ -113,6 +112,7 @@ def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, van
     g.add_argument("--classifier-steps", type=int, default=classifier_steps,
                    help="each domain classifier (paper recipe)")
     g.add_argument("--planner-steps", type=int, default=planner_steps)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gtl-markov", description=__doc__.split("\n\n")[0],
