@@ -40,7 +40,7 @@ import gtl_kernels as gk
 from ..gtl.language import (LanguageConfig, LeftToRightDenoiser, LeftToRightRatio, make_language,
                             sampler_conditional)
 from ..gtl.samplers import ScheduledSampler
-from .reporting import write_json
+from .reporting import figure, write_json
 
 TIMED_OPS = ("sample", "topk_log_softmax", "derive_keys", "masked_transition", "confidence")
 
@@ -188,33 +188,24 @@ def timing_medians(lang, rows: list[dict], args) -> dict:
 
 
 def plot(path: Path, rows: list[dict], reference: dict, vocab: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     panels = (("rb_target_ll", "target log-lik. per token"), ("entropy_rate", "entropy rate (nats/token)"),
               ("kl_rate", "KL(sampler || target) per token"), ("sampler", "sampler ms / sequence (outside models)"))
     unguided = next(r for r in rows if r["setting"] == "unguided")
-    for ax, (key, label) in zip(axes, panels):
-        for k in sorted({r["top_k"] for r in rows if r["n_ratio"] is not None}):
-            grid = [r for r in rows if r["n_ratio"] is not None and r["top_k"] == k]
-            xs = [vocab if r["n_ratio"] == "all" else r["n_ratio"] for r in grid]
-            ys = [r["ms_per_seq"]["sampler"] if key == "sampler" else r[key] for r in grid]
-            ax.plot(xs, ys, "o-", label=f"GTL, top-K={k or 'all'}")
-        base = unguided["ms_per_seq"]["sampler"] if key == "sampler" else unguided[key]
-        ax.axhline(base, color="gray", ls="--", label="unguided (source)")
-        if key in reference:
-            ax.axhline(reference[key], color="k", ls=":", label="target chain")
-        ax.set_xscale("log")
-        ax.set_xlabel("n_ratio (rightmost: all V)")
-        ax.set_title(label, fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, dpi=110, nrows=1, ncols=4, figsize=(17, 3.8)) as (fig, axes):
+        for ax, (key, label) in zip(axes, panels):
+            for k in sorted({r["top_k"] for r in rows if r["n_ratio"] is not None}):
+                grid = [r for r in rows if r["n_ratio"] is not None and r["top_k"] == k]
+                xs = [vocab if r["n_ratio"] == "all" else r["n_ratio"] for r in grid]
+                ys = [r["ms_per_seq"]["sampler"] if key == "sampler" else r[key] for r in grid]
+                ax.plot(xs, ys, "o-", label=f"GTL, top-K={k or 'all'}")
+            base = unguided["ms_per_seq"]["sampler"] if key == "sampler" else unguided[key]
+            ax.axhline(base, color="gray", ls="--", label="unguided (source)")
+            if key in reference:
+                ax.axhline(reference[key], color="k", ls=":", label="target chain")
+            ax.set_xscale("log")
+            ax.set_xlabel("n_ratio (rightmost: all V)")
+            ax.set_title(label, fontsize=9)
+        axes[0].legend(fontsize=7)
 
 
 def main(argv=None) -> int:

@@ -46,7 +46,7 @@ from ..gtl.samplers import ScheduledSampler
 from ..gtl.training import conditional_nll, train_denoiser, train_planner
 from . import markov
 from .language import exact_rates, target_entropy_rate
-from .reporting import write_json
+from .reporting import figure, write_json
 
 ESTIMATORS = ("conditional", "classifier", "paper")
 
@@ -274,37 +274,28 @@ def summarize(rows: list[dict], references: dict) -> dict:
 
 
 def plot(path: Path, rows: list[dict], references: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = (("target_ll", "target log-lik. per token"), ("entropy", "entropy estimate (nats/token)"),
               ("target_only_share", "target-only successor share"))
     methods = list(dict.fromkeys(r["method"] for r in rows if r["fraction"] is not None))
-    for ax, (key, label) in zip(axes, panels):
-        for m in methods:
-            pts = sorted((r["fraction"], r[key]) for r in rows if r["method"] == m and r["fraction"] is not None)
-            if len(pts) == 1:
-                ax.plot(*zip(*pts), "s", label=m)
-            else:
-                ax.plot(*zip(*pts), "o-", label=m)
-        ax.axhline(references["target"][key], color="k", ls=":", label="true target")
-        ax.axhline(references["source"][key], color="gray", ls=":", label="true source")
-        for r in rows:
-            if r["method"] == "source model":
-                ax.axhline(r[key], color="gray", ls="--", label="source model (unguided)")
-            elif r["method"].startswith("source model/"):
-                ax.axhline(r[key], color="tab:brown", ls="-.", label=r["method"] + " (no guidance)")
-        ax.set_xscale("log")
-        ax.set_xlabel("target fraction")
-        ax.set_title(label, fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, dpi=110, nrows=1, ncols=3, figsize=(15, 4)) as (fig, axes):
+        for ax, (key, label) in zip(axes, panels):
+            for m in methods:
+                pts = sorted((r["fraction"], r[key]) for r in rows if r["method"] == m and r["fraction"] is not None)
+                if len(pts) == 1:
+                    ax.plot(*zip(*pts), "s", label=m)
+                else:
+                    ax.plot(*zip(*pts), "o-", label=m)
+            ax.axhline(references["target"][key], color="k", ls=":", label="true target")
+            ax.axhline(references["source"][key], color="gray", ls=":", label="true source")
+            for r in rows:
+                if r["method"] == "source model":
+                    ax.axhline(r[key], color="gray", ls="--", label="source model (unguided)")
+                elif r["method"].startswith("source model/"):
+                    ax.axhline(r[key], color="tab:brown", ls="-.", label=r["method"] + " (no guidance)")
+            ax.set_xscale("log")
+            ax.set_xlabel("target fraction")
+            ax.set_title(label, fontsize=9)
+        axes[0].legend(fontsize=7)
 
 
 def print_table(rows: list[dict], references: dict) -> None:

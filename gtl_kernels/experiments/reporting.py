@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -76,59 +77,60 @@ def _jsonable(x):
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
 
 
+@contextlib.contextmanager
+def figure(path: Path, *, dpi: int = 120, **subplots):
+    """``plt.subplots(**subplots)`` on the Agg backend, yielding ``(fig, axes)``; on exit the figure is laid out,
+    written to ``path`` (its folder created) and closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
 def heatmaps(path: Path, matrices: dict, target: torch.Tensor, title: str) -> None:
     """A grid of transition-matrix heatmaps: rows = methods (first row: the true target), columns = target sizes.
 
     ``matrices[method][n]`` is a ``[S, S]`` tensor (seed-averaged estimate).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     methods = list(matrices)
     ns = list(next(iter(matrices.values())))
-    fig, axes = plt.subplots(len(methods) + 1, len(ns), figsize=(2.6 * len(ns), 2.5 * (len(methods) + 1)),
-                             squeeze=False)
-    rows = [("target (true)", {n: target for n in ns})] + [(m, matrices[m]) for m in methods]
-    for i, (name, by_n) in enumerate(rows):
-        for j, n in enumerate(ns):
-            ax = axes[i][j]
-            mat = by_n[n].numpy()
-            ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
-            if mat.shape[0] <= 8:
-                for a in range(mat.shape[0]):
-                    for b in range(mat.shape[1]):
-                        ax.text(b, a, f"{mat[a, b]:.2f}", ha="center", va="center", fontsize=6,
-                                color="white" if mat[a, b] < 0.5 else "black")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"n = {n}", fontsize=9)
-            if j == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, nrows=len(methods) + 1, ncols=len(ns), figsize=(2.6 * len(ns), 2.5 * (len(methods) + 1)),
+                squeeze=False) as (fig, axes):
+        rows = [("target (true)", {n: target for n in ns})] + [(m, matrices[m]) for m in methods]
+        for i, (name, by_n) in enumerate(rows):
+            for j, n in enumerate(ns):
+                ax = axes[i][j]
+                mat = by_n[n].numpy()
+                ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
+                if mat.shape[0] <= 8:
+                    for a in range(mat.shape[0]):
+                        for b in range(mat.shape[1]):
+                            ax.text(b, a, f"{mat[a, b]:.2f}", ha="center", va="center", fontsize=6,
+                                    color="white" if mat[a, b] < 0.5 else "black")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"n = {n}", fontsize=9)
+                if j == 0:
+                    ax.set_ylabel(name, fontsize=8)
+        fig.suptitle(title, fontsize=10)
 
 
 def line_plot(path: Path, xs: list, series: dict, xlabel: str, ylabel: str, title: str) -> None:
     """One line per entry of ``series`` (name -> list of y values over ``xs``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, ys in series.items():
-        ax.plot(xs, ys, marker="o", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with figure(path, figsize=(5, 3.5)) as (fig, ax):
+        for name, ys in series.items():
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)

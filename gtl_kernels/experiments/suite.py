@@ -253,33 +253,24 @@ def format_pairs(rows: list[dict]) -> str:
 
 def plot(path, rows: list[dict], ns) -> None:
     """Per pair and n: GTL's MAE (y) against the best baseline's (x); below the diagonal GTL wins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     mae = _mean_over_seeds(rows, "mae")
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), squeeze=False)
-    for ax, split in zip(axes[0], ("dev", "test")):
-        pairs = sorted({r["pair"] for r in rows if r["split"] == split})
-        top = 0.0
-        for n, marker in zip(sorted(ns, reverse=True), "os^vD"):
-            xs = [min(mae[(p, n, b)] for b in BASELINES if (p, n, b) in mae) for p in pairs
-                  if (p, n, "gtl") in mae and any((p, n, b) in mae for b in BASELINES)]
-            ys = [mae[(p, n, "gtl")] for p in pairs
-                  if (p, n, "gtl") in mae and any((p, n, b) in mae for b in BASELINES)]
-            ax.scatter(xs, ys, marker=marker, label=f"n = {n}")
-            top = max([top] + xs + ys)
-        ax.plot([0, top * 1.05], [0, top * 1.05], color="grey", lw=0.8)
-        ax.set_xlabel("best baseline MAE")
-        ax.set_ylabel("GTL MAE")
-        ax.set_title(f"{split} pairs ({len(pairs)})", fontsize=10)
-        ax.legend(fontsize=8)
-    fig.suptitle("GTL vs the best baseline per chain pair (below the line: GTL better)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with reporting.figure(path, nrows=1, ncols=2, figsize=(9, 4.2), squeeze=False) as (fig, axes):
+        for ax, split in zip(axes[0], ("dev", "test")):
+            pairs = sorted({r["pair"] for r in rows if r["split"] == split})
+            top = 0.0
+            for n, marker in zip(sorted(ns, reverse=True), "os^vD"):
+                xs = [min(mae[(p, n, b)] for b in BASELINES if (p, n, b) in mae) for p in pairs
+                      if (p, n, "gtl") in mae and any((p, n, b) in mae for b in BASELINES)]
+                ys = [mae[(p, n, "gtl")] for p in pairs
+                      if (p, n, "gtl") in mae and any((p, n, b) in mae for b in BASELINES)]
+                ax.scatter(xs, ys, marker=marker, label=f"n = {n}")
+                top = max([top] + xs + ys)
+            ax.plot([0, top * 1.05], [0, top * 1.05], color="grey", lw=0.8)
+            ax.set_xlabel("best baseline MAE")
+            ax.set_ylabel("GTL MAE")
+            ax.set_title(f"{split} pairs ({len(pairs)})", fontsize=10)
+            ax.legend(fontsize=8)
+        fig.suptitle("GTL vs the best baseline per chain pair (below the line: GTL better)", fontsize=10)
 
 
 def suite(args) -> dict:
