@@ -26,13 +26,17 @@ namespace gtl::cpu {
 // first (higher z, then lower id).
 using Cand = uint64_t;
 
-inline Cand make_cand(float z, uint32_t id) {
+// The order-preserving bits of z (topk_offer computes the same on a vector).
+inline uint32_t z_key(float z) {
   uint32_t u;
   const float zz = z + 0.f;  // -0 -> +0: equal scores tie on the id
   std::memcpy(&u, &zz, 4);
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (static_cast<uint64_t>(u) << 32) | static_cast<uint32_t>(~id);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
+inline Cand cand_of(uint32_t key, uint32_t id) {
+  return (static_cast<uint64_t>(key) << 32) | static_cast<uint32_t>(~id);
+}
+inline Cand make_cand(float z, uint32_t id) { return cand_of(z_key(z), id); }
 inline uint32_t cand_id(Cand c) { return ~static_cast<uint32_t>(c); }
 inline uint32_t cand_key(Cand c) { return static_cast<uint32_t>(c >> 32); }  // the z part, order-preserving
 inline float key_z(uint32_t u) {
@@ -82,13 +86,60 @@ inline uint32_t radix_level(const Key& key, int64_t n, int shift, int width, uin
   return b;
 }
 
+// The first radix level over keys[0, n) (n >= 1, 1 <= k <= n): up to 11 bits below the keys' common prefix. `prefix`
+// holds the common bits and the bin of the k-th largest key, `shift` the lowest bit of that bin (0: the bin is one
+// key value), `need` the rank of the k-th key within the bin, `count` the keys in it.
+struct RadixLevel {
+  uint32_t prefix;
+  int shift;
+  int64_t need;
+  int64_t count;
+};
+template <class Key>
+inline RadixLevel first_radix_level(const Key& key, int64_t n, int64_t k, uint32_t* hist) {
+  int top;
+  uint32_t lo;
+  key_spread(key, n, &top, &lo);
+  RadixLevel l{common_prefix(lo, top), 0, k, n};
+  if (top >= 0) {
+    l.shift = std::max(top - 10, 0);
+    const uint32_t b = radix_level(key, n, l.shift, top - l.shift + 1, l.prefix, &l.need, hist);
+    l.prefix |= b << l.shift;
+    l.count = hist[b];
+  }
+  return l;
+}
+
+// The k-th largest key exactly, continuing from the first level `l`, and in *rank how many entries with that key are
+// among the best k (the first ones: ids ascend). Later levels of 11 bits scan only the boundary bin's keys.
+template <class Key>
+inline uint32_t kth_key_from(const Key& key, int64_t n, RadixLevel l, SelectScratch& s, int64_t* rank) {
+  std::vector<uint32_t>& g = s.keys;
+  int shift = l.shift;
+  g.clear();
+  for (int64_t i = 0; i < n && shift > 0; ++i)
+    if ((key(i) >> shift) == (l.prefix >> shift)) g.push_back(key(i));
+  while (shift > 0) {
+    const int next = std::max(shift - 11, 0);
+    const uint32_t* gk = g.data();
+    l.prefix |= radix_level([gk](int64_t i) { return gk[i]; }, static_cast<int64_t>(g.size()), next, shift - next,
+                            l.prefix, &l.need, s.hist) << next;
+    shift = next;
+    size_t m = 0;
+    for (const uint32_t u : g)
+      if ((u >> shift) == (l.prefix >> shift)) g[m++] = u;
+    g.resize(m);
+  }
+  *rank = l.need;
+  return l.prefix;
+}
+
 // The k-th largest of keys[0, n) (1 <= k <= n), exactly, and in *rank how many entries with that key are among the
-// best k (the first ones: ids ascend). Radix levels of 11 bits below the common prefix; after the first level only
-// the boundary bin's keys are scanned.
+// best k.
 template <class Key>
 inline uint32_t kth_key(const Key& key, int64_t n, int64_t k, SelectScratch& s, int64_t* rank) {
-  std::vector<uint32_t>& g = s.keys;
   if (n < kRadixMin) {
+    std::vector<uint32_t>& g = s.keys;
     g.resize(n);
     for (int64_t i = 0; i < n; ++i) g[i] = key(i);
     std::nth_element(g.begin(), g.begin() + (k - 1), g.end(), std::greater<uint32_t>());
@@ -96,31 +147,7 @@ inline uint32_t kth_key(const Key& key, int64_t n, int64_t k, SelectScratch& s, 
     *rank = k - std::count_if(g.begin(), g.end(), [kth](uint32_t u) { return u > kth; });
     return kth;
   }
-  int top;
-  uint32_t lo;
-  key_spread(key, n, &top, &lo);
-  int64_t need = k;
-  uint32_t prefix = common_prefix(lo, top);
-  if (top >= 0) {
-    int shift = std::max(top - 10, 0);
-    prefix |= radix_level(key, n, shift, top - shift + 1, prefix, &need, s.hist) << shift;
-    g.clear();
-    for (int64_t i = 0; i < n && shift > 0; ++i)
-      if ((key(i) >> shift) == (prefix >> shift)) g.push_back(key(i));
-    while (shift > 0) {
-      const int next = std::max(shift - 11, 0);
-      const uint32_t* gk = g.data();
-      prefix |= radix_level([gk](int64_t i) { return gk[i]; }, static_cast<int64_t>(g.size()), next, shift - next,
-                            prefix, &need, s.hist) << next;
-      shift = next;
-      size_t m = 0;
-      for (const uint32_t u : g)
-        if ((u >> shift) == (prefix >> shift)) g[m++] = u;
-      g.resize(m);
-    }
-  }
-  *rank = need;
-  return prefix;
+  return kth_key_from(key, n, first_radix_level(key, n, k, s.hist), s, rank);
 }
 
 // Keeps the best k entries of v, in id order (v is in id order).
@@ -192,7 +219,7 @@ struct TopK {
     }
   }
   void append_to(std::vector<Cand>& out) const {
-    for (int64_t i = 0; i < n; ++i) out.push_back(static_cast<Cand>(key[i]) << 32 | static_cast<uint32_t>(~id[i]));
+    for (int64_t i = 0; i < n; ++i) out.push_back(cand_of(key[i], id[i]));
   }
 
   // Amortized: a cut frees at least k / 2 slots. One radix level gives a bin edge with at least k keys at or above
@@ -203,20 +230,13 @@ struct TopK {
     if (n < full) return false;
     const uint32_t* kk = key.data();
     auto at = [kk](int64_t i) { return kk[i]; };
-    int top;
-    uint32_t lo;
-    key_spread(at, n, &top, &lo);
-    if (top >= 0) {
-      const int shift = std::max(top - 10, 0);
-      int64_t need = k;
-      const uint32_t b = radix_level(at, n, shift, top - shift + 1, common_prefix(lo, top), &need, scratch.hist);
-      if (k - need + scratch.hist[b] <= k + k / 2) {
-        *edge = common_prefix(lo, top) | (b << shift);
-        *rank = -1;
-        return true;
-      }
+    const RadixLevel l = first_radix_level(at, n, k, scratch.hist);
+    if (k - l.need + l.count <= k + k / 2) {  // the keys above the bin, and the bin
+      *edge = l.prefix;
+      *rank = -1;
+    } else {
+      *edge = kth_key_from(at, n, l, scratch, rank);
     }
-    *edge = kth_key(at, n, k, scratch, rank);
     return true;
   }
 };
