@@ -240,7 +240,7 @@ def run(args) -> dict:
     if "gtl" in args.methods:
         # the held-out guided NLL of the unguided source denoiser (a ratio of 0), the baseline of the ratio's
         diagnostics["heldout_guided_nll_unguided"] = conditional_nll(
-            lambda z: torch.zeros(len(z)), src_den, heldout, n_candidates=args.ratio_candidates,
+            ZeroRatio(), src_den, heldout, n_candidates=args.ratio_candidates,
             seed=key(seed, "heldout nll"), batch_size=64)
     return {"references": references, "rows": rows, "diagnostics": diagnostics, "timings": ctx.timings,
             "summary": summarize(rows, references), "total_s": time.perf_counter() - t_start}
@@ -251,7 +251,7 @@ def _tail(history: list[float], k: int = 20) -> float:
 
 
 def summarize(rows: list[dict], references: dict) -> dict:
-    """The issue's goal at the smallest fraction: each GTL row's target log-likelihood above the fine-tuned one's
+    """The learned-model goal at the smallest fraction: each GTL row's target log-likelihood above the fine-tuned one's
     with its entropy within 5% of the target's."""
     fracs = sorted({r["fraction"] for r in rows if r["fraction"] is not None})
     if not fracs:
