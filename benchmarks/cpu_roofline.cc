@@ -3,6 +3,7 @@
 // design on a machine is a measured number of elements per second rather than a guess.
 //
 //   g++ -std=c++20 -O3 -fopenmp -ffp-contract=off -Icsrc/include benchmarks/cpu_roofline.cc -o /tmp/cpu_roofline
+//   (add -DROOF_ISA=2 for the AVX2 path, on a machine without AVX-512)
 //   /tmp/cpu_roofline [N V threads reps]          # default 1024 30522 2 15
 //
 // Every line is the median over `reps` rounds; each round runs every kernel once, back to back (so load from other
@@ -16,7 +17,8 @@
 // Kernels from memory (the [N, V] logits, fp32 or bf16): `read max` (the floor: one vector max per W elements),
 // `pass1` (the backend's pass 1: z to the 4 KiB chunk buffer, max, NaN flag, prefetch of the next chunk), `scan`
 // (pass 1 + the chunk's log-sum-exp statistics: what sample / masked_transition / confidence max_prob do per chunk),
-// and the scan with pass 1 as it was before the prefetch.
+// at T = 1 (which skips the temperature's two multiplies) and at T = 0.7, and the scan with pass 1 as it was before
+// the prefetch.
 // Kernels on one L1-resident chunk buffer (no memory traffic), N * V / 1024 times: `stats` (chunk_stats with the sum
 // of exponentials: d = (z - max) * pre * inv, vexp, add), `vexp` (the exponential and the add alone), `max+sum, no
 // exp` (the same loop with the exponential removed), `token race` (Philox4x32-10, E = -ln U, log, key, per token:
@@ -37,9 +39,17 @@
 #include "gtl/cpu_select.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"
+#ifndef ROOF_ISA  // 3: the AVX-512 path (16 lanes); 2: the AVX2 path (8 lanes), -DROOF_ISA=2
+#define ROOF_ISA 3
+#endif
 #pragma GCC push_options
+#if ROOF_ISA == 3
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c,bmi,bmi2,popcnt")
 #define GTL_ISA 3
+#else
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2,popcnt")
+#define GTL_ISA 2
+#endif
 namespace gtl::cpu::roof {
 #include "gtl/cpu_vec.h"
 #include "gtl/cpu_scan.h"
@@ -47,6 +57,7 @@ namespace gtl::cpu::roof {
 
 // The exponential with 2^n applied by vscalefps instead of integer bit arithmetic (sub, shift, multiply): the same
 // polynomial and the same rounding of every result (p * 2^n is exact or rounded once either way).
+#if GTL_ISA == 3
 GTL_VI vf vexp_scalef(vf x) {
   const vf xc = x < splat(kExpLow) ? splat(kExpLow) : x;
   const vf t = fmadd(xc, splat(1.44269504088896341f), splat(12582912.0f));
@@ -62,6 +73,7 @@ GTL_VI vf vexp_scalef(vf x) {
   const vf y = (vf)_mm512_maskz_scalef_ps(0xFFFF, (__m512)p, (__m512)n);
   return x < splat(kExpLow) ? splat(0.f) : y;
 }
+#endif
 
 // A degree-3 polynomial on |r| <= ln2/2 (about 1e-4 relative error): a lower bound on what a cheaper polynomial
 // could gain, not an accurate exponential.
@@ -73,7 +85,11 @@ GTL_VI vf vexp_deg3(vf x) {
   r = fnmadd(n, splat(-2.12194440e-4f), r);
   vf p = fmadd(splat(1.6666665459e-1f), r, splat(5.0000001201e-1f));
   p = fmadd(p, r * r, r) + splat(1.f);
+#if GTL_ISA == 3
   const vf y = (vf)_mm512_maskz_scalef_ps(0xFFFF, (__m512)p, (__m512)n);
+#else
+  const vf y = p * (vf)((((vi)t - 0x4B400000) + 127) << 23);  // 2^n as vexp makes it
+#endif
   return x < splat(kExpLow) ? splat(0.f) : y;
 }
 
@@ -200,10 +216,18 @@ int main(int argc, char** argv) {
   const int64_t v = argc > 2 ? std::atoll(argv[2]) : 30522;
   const int threads = argc > 3 ? std::atoi(argv[3]) : 2;
   const int reps = argc > 4 ? std::atoi(argv[4]) : 15;
+#if ROOF_ISA == 3
   if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) {
-    std::puts("cpu_roofline: this machine has no AVX-512; the micro-benchmarks cover the avx512 path only");
+    std::puts("cpu_roofline: this machine has no AVX-512; build the AVX2 path with -DROOF_ISA=2");
     return 1;
   }
+#else
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    std::puts("cpu_roofline: this machine has no AVX2 + FMA");
+    return 1;
+  }
+#endif
+  std::printf("cpu_roofline: the %s path, %d lanes\n", ROOF_ISA == 3 ? "AVX-512" : "AVX2", ROOF_ISA == 3 ? 16 : 8);
   omp_set_num_threads(threads);
   std::vector<float> xf(n * v);
   std::vector<bf16_t> xb(n * v);
@@ -225,7 +249,7 @@ int main(int argc, char** argv) {
   const Temper t1 = temper_of(1.f), t07 = temper_of(0.7f);
   const int64_t l1_iters_per_row = (v + kChunk - 1) / kChunk;  // chunk-sized L1 passes per row: same element count
 
-  auto scan_rows = [&](const void* base, int64_t esize, roof::Pass1Fn p1, bool stats) {
+  auto scan_rows = [&](const void* base, int64_t esize, roof::Pass1Fn p1, bool stats, Temper tp) {
     return [=](int64_t r0, int64_t r1) {
       alignas(64) float buf[kChunk];
       float acc = 0.f;
@@ -235,7 +259,7 @@ int main(int argc, char** argv) {
           const int64_t len = std::min<int64_t>(kChunk, v - c0);
           const roof::Pass1 p = p1(row + c0 * esize, nullptr, 0.f, len, buf);
           if (stats) {
-            acc += roof::stats_of(buf, len, p, t1);
+            acc += roof::stats_of(buf, len, p, tp);
           } else {
             acc += p.mz;
           }
@@ -265,17 +289,21 @@ int main(int argc, char** argv) {
          for (int64_t r = r0; r < r1; ++r) a += roof::read_max(xb.data() + r * v, v);
          g_sink = a;
        }},
-      {"pass1 fp32", 4, scan_rows(xf.data(), 4, &roof::pass1<float, NoBias>, false)},
-      {"pass1 bf16", 2, scan_rows(xb.data(), 2, &roof::pass1<bf16_t, NoBias>, false)},
-      {"scan fp32 (pass1 + stats)", 4, scan_rows(xf.data(), 4, &roof::pass1<float, NoBias>, true)},
-      {"scan bf16 (pass1 + stats)", 2, scan_rows(xb.data(), 2, &roof::pass1<bf16_t, NoBias>, true)},
-      {"scan fp32 without the prefetch", 4, scan_rows(xf.data(), 4, &roof::pass1_no_prefetch<float>, true)},
-      {"scan bf16 without the prefetch", 2, scan_rows(xb.data(), 2, &roof::pass1_no_prefetch<bf16_t>, true)},
+      {"pass1 fp32", 4, scan_rows(xf.data(), 4, &roof::pass1<float, NoBias>, false, t1)},
+      {"pass1 bf16", 2, scan_rows(xb.data(), 2, &roof::pass1<bf16_t, NoBias>, false, t1)},
+      {"scan fp32 (pass1 + stats), T=1", 4, scan_rows(xf.data(), 4, &roof::pass1<float, NoBias>, true, t1)},
+      {"scan bf16 (pass1 + stats), T=1", 2, scan_rows(xb.data(), 2, &roof::pass1<bf16_t, NoBias>, true, t1)},
+      {"scan fp32, T=0.7 (the 2 muls)", 4, scan_rows(xf.data(), 4, &roof::pass1<float, NoBias>, true, t07)},
+      {"scan bf16, T=0.7 (the 2 muls)", 2, scan_rows(xb.data(), 2, &roof::pass1<bf16_t, NoBias>, true, t07)},
+      {"scan fp32 without the prefetch", 4, scan_rows(xf.data(), 4, &roof::pass1_no_prefetch<float>, true, t1)},
+      {"scan bf16 without the prefetch", 2, scan_rows(xb.data(), 2, &roof::pass1_no_prefetch<bf16_t>, true, t1)},
       {"L1 stats: (z-max)*pre*inv, vexp, sum", 0, l1([&] { return roof::sum_exp<roof::vexp>(chunk, cmax, t07); })},
       {"L1 stats at T=1 without the 2 muls", 0, l1([&] { return roof::sum_exp_t1<roof::vexp>(chunk, cmax); })},
       {"L1 vexp + sum alone", 0, l1([&] { return roof::exp_only(shifted); })},
       {"L1 max + sum of d, no exp", 0, l1([&] { return roof::max_sum_noexp(chunk, cmax, t07); })},
+#if ROOF_ISA == 3
       {"L1 stats, vexp by vscalefps", 0, l1([&] { return roof::sum_exp<roof::vexp_scalef>(chunk, cmax, t07); })},
+#endif
       {"L1 stats, degree-3 exp (inexact)", 0, l1([&] { return roof::sum_exp<roof::vexp_deg3>(chunk, cmax, t07); })},
       {"L1 token race (Philox, -ln U, log)", 0, l1([&] {
          return roof::race_chunk(chunk, rr);

@@ -75,3 +75,37 @@ def test_suite_smoke(tmp_path):
                                                                        if r["split"] == "test"}
     assert all("ratio_slope" in r for r in out["rows"] if r["method"] == "gtl")
     assert out["summary"]["test"]["8"]["pairs"] == 1
+
+
+def test_paper_preset_sets_the_papers_setup_and_explicit_options_win():
+    from gtl_kernels.experiments.markov import build_parser, parse_args
+
+    args = parse_args(build_parser(), ["--preset", "paper"])
+    assert (args.d_model, args.heads, args.layers, args.ratio_layers) == (256, 4, 4, 2)
+    assert (args.ratio_loss, args.sampler, args.steps, args.anc_mode) == (["paper"], "ancestral", 20, "exact")
+    assert set(args.epochs.values()) == {30.0}
+    mine = parse_args(build_parser(), ["--preset", "paper", "--gamma", "1.5", "--epochs", "30", "ratio=2"])
+    assert mine.gamma == 1.5 and mine.epochs["ratio"] == 2.0 and mine.epochs["denoiser"] == 30.0
+    assert parse_args(build_parser(), []).epochs is None and parse_args(build_parser(), []).d_model == 32
+
+
+def test_epoch_budgets_count_passes_over_each_components_data(tmp_path):
+    """With --epochs a component's steps are E passes over its own training set, in batches of at most its size;
+    fine-tuning gets twice the passes when the target set is under half the source set (the authors' scaling)."""
+    out = run(TINY + ["--n-target", "20", "--ratio-loss", "paper", "--epochs", "2", "denoiser=1", "--batch-size", "16",
+                      "--out", str(tmp_path)])
+    b = out["per_seed"][0]["_budgets"]
+    assert b["source denoiser"] == {"steps": 8, "batch": 16}  # ceil(120 / 16) = 8 batches, 1 pass
+    assert b["vanilla 20"] == {"steps": 4, "batch": 16}  # ceil(20 / 16) = 2 batches, 2 passes
+    assert b["finetuned 20"] == {"steps": 8, "batch": 16}  # 4 passes: 120 / 20 source per target, capped at 2x
+    assert b["ratio 20"] == {"steps": 16, "batch": 16}  # the paper's recipe passes over the 120 source sequences
+    assert b["clean classifier 20"] == b["noisy classifier 20"] == {"steps": 18, "batch": 16}  # 140 sequences
+
+
+def test_bad_epochs_are_usage_errors(capsys):
+    import pytest
+
+    for bad in (["ratio=3"], ["3", "foo=2"], ["-1"], ["3", "ratio=x"]):
+        with pytest.raises(SystemExit):
+            run(["--epochs", *bad])
+        assert "--epochs" in capsys.readouterr().err

@@ -98,6 +98,8 @@ def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, van
     g.add_argument("--batch-size", type=int, default=batch_size,
                    help="batch of the denoisers, classifiers and planner")
     g.add_argument("--lr", type=float, default=lr)
+    g.add_argument("--ratio-lr", type=float, default=None,
+                   help="learning rate of the ratio net and the domain classifiers (default: --lr)")
     g.add_argument("--denoiser-steps", type=int, default=denoiser_steps, help="source denoiser")
     g.add_argument("--vanilla-steps", type=int, default=vanilla_steps, help="denoiser trained on the target only")
     g.add_argument("--finetune-steps", type=int, default=finetune_steps,
@@ -155,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-batch", type=int, default=1000, help="sequences per sampler batch")
     g = p.add_argument_group("training")
     g.add_argument("--d-model", type=int, default=32, help="width of every network")
+    g.add_argument("--epochs", nargs="+", default=None, metavar="E|PART=E",
+                   help="budgets as passes over each network's training data instead of the --*-steps (batches of at "
+                        "most the data's size; fine-tuning gets min(max(N_source / n, 1), 2) times the passes, as in "
+                        f"the authors' scripts): one number for all, then PART=E to change a part ({', '.join(PARTS)})")
     add_training_args(g, batch_size=128, lr=6e-3, denoiser_steps=600, vanilla_steps=250, finetune_steps=250,
                       finetune_lr=3e-3, ratio_steps=300, ratio_batch=64, classifier_steps=300, planner_steps=300)
     g = p.add_argument_group("run")
@@ -174,8 +180,62 @@ def build_parser() -> argparse.ArgumentParser:
                         "when other jobs share it (OpenMP threads spin while they wait)")
     g.add_argument("--out", type=Path, default=Path("results/markov"), help="output folder (JSON, PNG)")
     g.add_argument("--quick", action="store_true", help="small data, short training, few samples")
+    g.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="paper: the paper's architecture, ratio recipe, sampler and budgets in epochs on the paper's "
+                        "pair (options given on the command line still win; see docs/GTL.md)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
+
+
+# The paper's synthetic setup (../shared/GTL_METHOD.md, Experiment 1, and the authors' released scripts): AdaLN
+# denoisers of width 256, 4 heads, 4 layers (AdamW 3e-4, batch 256); ratio net and classifiers of width 256, 2 layers
+# (Adam 1e-4); the paper's ratio recipe (clean classifier with label smoothing, regression on noised source, 0.1 x the
+# noisy classifier on noised target); 20 ancestral steps with every one-token substitution scored; gamma 2 (the
+# comparison script's); 30 epochs for every network.
+PRESETS = {
+    "paper": dict(states=None, source_diag=0.10, target_diag=0.80, source_matrix=None, target_matrix=None,
+                  d_model=256, heads=4, layers=4, ratio_layers=2, ratio_window=0, batch_size=256, lr=3e-4,
+                  finetune_lr=3e-4, ratio_lr=1e-4, epochs=["30"], ratio_loss=["paper"], sampler="ancestral", steps=20,
+                  anc_mode="exact", gamma=2.0),
+}
+
+
+# the parts of an --epochs budget, by the first element of a component's key (Context.train_cfg)
+PARTS = ("denoiser", "vanilla", "finetune", "ratio", "classifier", "planner")
+_PART_OF = {"source denoiser": "denoiser", "finetuned": "finetune", "clean classifier": "classifier",
+            "noisy classifier": "classifier"}
+
+
+def parse_epochs(parser: argparse.ArgumentParser, values: list[str] | None) -> dict[str, float] | None:
+    """``--epochs 30 ratio=3`` -> ``{"denoiser": 30.0, ..., "ratio": 3.0}``; a bad value is a usage error."""
+    if not values:
+        return None
+    out: dict[str, float] = {}
+    for v in values:
+        part, _, num = v.rpartition("=")
+        if part and part not in PARTS:
+            parser.error(f"argument --epochs: unknown part {part!r} (choose from {', '.join(PARTS)})")
+        try:
+            e = float(num)
+        except ValueError:
+            e = -1.0
+        if not e > 0 or not math.isfinite(e):
+            parser.error(f"argument --epochs: {v!r} is not a positive number of epochs")
+        out.update({part: e} if part else dict.fromkeys(PARTS, e))
+    missing = [p for p in PARTS if p not in out]
+    if missing:
+        parser.error(f"argument --epochs: no budget for {', '.join(missing)} (start with one number for all)")
+    return out
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """``argv`` parsed; with ``--preset`` its values become the defaults, so that options given explicitly win."""
+    args = parser.parse_args(argv)
+    if args.preset:
+        parser.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args(argv)
+    args.epochs = parse_epochs(parser, args.epochs)
+    return args
 
 
 def apply_quick(args) -> None:
@@ -185,6 +245,7 @@ def apply_quick(args) -> None:
     for name in ("denoiser_steps", "vanilla_steps", "finetune_steps", "ratio_steps", "classifier_steps",
                  "planner_steps"):
         setattr(args, name, max(10, getattr(args, name) // 10))
+    args.epochs = args.epochs and {part: e / 10 for part, e in args.epochs.items()}
     args.seeds = args.seeds[:1]
     args.failure_gammas = args.failure_gammas[:3]
 
@@ -226,6 +287,7 @@ class Context:
     target: mk.MarkovChain
     seed: int
     timings: dict
+    budgets: dict = dataclasses.field(default_factory=dict)  # optimizer steps and batch of each component trained
 
     @property
     def vocab(self) -> int:
@@ -235,10 +297,20 @@ class Context:
         a = self.args
         return TrunkConfig(self.vocab, a.length, a.d_model, a.heads, layers, dropout=dropout, window=window)
 
-    def train_cfg(self, steps: int, part: tuple, *, lr=None, batch=None, weight_decay=0.0) -> TrainConfig:
-        """Optimizer settings of component ``part`` (e.g. ``("vanilla", n)``); its batches are keyed by it."""
+    def train_cfg(self, steps: int, part: tuple, *, lr=None, batch=None, weight_decay=0.0,
+                  n_data: int | None = None, passes: float = 1.0) -> TrainConfig:
+        """Optimizer settings of component ``part`` (e.g. ``("vanilla", n)``); its batches are keyed by it.
+
+        With ``--epochs`` (and ``n_data``, the size of the component's training set) the budget is ``passes x
+        --epochs`` passes over that set in batches of at most its size, instead of ``steps``."""
         a = self.args
-        return TrainConfig(steps=steps, batch_size=batch or a.batch_size, lr=lr or a.lr, weight_decay=weight_decay,
+        batch = batch or a.batch_size
+        epochs = getattr(a, "epochs", None)
+        if epochs and n_data:
+            batch = min(batch, n_data)
+            steps = max(1, round(passes * epochs[_PART_OF.get(part[0], part[0])] * math.ceil(n_data / batch)))
+        self.budgets[" ".join(map(str, part))] = {"steps": steps, "batch": batch}
+        return TrainConfig(steps=steps, batch_size=batch, lr=lr or a.lr, weight_decay=weight_decay,
                            seed=key(self.seed, *part, "train"))
 
     def model(self, cls, cfg: TrunkConfig, part: tuple):
@@ -303,9 +375,12 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
     n = len(xt)
     tag = n if tag is None else tag
     ratio = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("ratio", tag))
-    cfg = ctx.train_cfg(a.ratio_steps, ("ratio", tag), weight_decay=a.ratio_weight_decay)
-    if loss == "conditional":
-        cfg.batch_size = a.ratio_batch
+    # the conditional loss passes over the target set, the paper's recipe over the source set (its loader cycles the
+    # smaller target set alongside), the classifiers over both
+    conditional = loss == "conditional"
+    cfg = ctx.train_cfg(a.ratio_steps, ("ratio", tag), lr=a.ratio_lr, weight_decay=a.ratio_weight_decay,
+                        batch=a.ratio_batch if conditional else None, n_data=n if conditional else len(xs))
+    if conditional:
         ctx.timed(f"ratio {n}", train_ratio_conditional, ratio, denoiser, xt, cfg, source=xs,
                   n_candidates=getattr(a, "ratio_candidates", 0), classifier_weight=a.classifier_weight,
                   desc=f"ratio[conditional] n={n}", progress=prog)
@@ -313,8 +388,9 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
         ctx.timed(f"ratio {n}", train_ratio_classifier, ratio, xs, xt, cfg, mask_id=ctx.vocab,
                   desc=f"ratio[classifier] n={n}", progress=prog)
     else:
-        ccfg = ctx.train_cfg(a.classifier_steps, ("clean classifier", tag), weight_decay=a.ratio_weight_decay)
-        nccfg = ctx.train_cfg(a.classifier_steps, ("noisy classifier", tag), weight_decay=a.ratio_weight_decay)
+        ccfg, nccfg = (ctx.train_cfg(a.classifier_steps, (name, tag), lr=a.ratio_lr,
+                                     weight_decay=a.ratio_weight_decay, n_data=len(xs) + n)
+                       for name in ("clean classifier", "noisy classifier"))
         clean = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("clean classifier", tag))
         noisy = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("noisy classifier", tag))
         ctx.timed(f"ratio {n}", train_domain_classifier, clean, xs, xt, ccfg, noisy=False, mask_id=ctx.vocab,
@@ -340,13 +416,13 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
     if needs_source:
         src_den = ctx.model(Denoiser, ctx.trunk(args.layers), ("source denoiser",))
         ctx.timed("source denoiser", train_denoiser, src_den, xs,
-                  ctx.train_cfg(args.denoiser_steps, ("source denoiser",)),
+                  ctx.train_cfg(args.denoiser_steps, ("source denoiser",), n_data=len(xs)),
                   desc=f"source denoiser (seed {seed})", progress=prog)
     planner = None
     if "gtl" in args.methods and args.sampler == "scheduled" and "planner" in args.order:
         planner = ctx.model(Planner, ctx.trunk(args.ratio_layers), ("planner",))
-        ctx.timed("planner", train_planner, planner, src_den, xs, ctx.train_cfg(args.planner_steps, ("planner",)),
-                  desc="planner", progress=prog)
+        ctx.timed("planner", train_planner, planner, src_den, xs,
+                  ctx.train_cfg(args.planner_steps, ("planner",), n_data=len(xs)), desc="planner", progress=prog)
 
     results: dict = {}
     for n in sorted(args.n_target, reverse=True):
@@ -354,13 +430,14 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
         res: dict = {}
         if "vanilla" in args.methods:
             van = ctx.model(Denoiser, ctx.trunk(args.layers), ("vanilla", n))
-            ctx.timed(f"vanilla {n}", train_denoiser, van, xt, ctx.train_cfg(args.vanilla_steps, ("vanilla", n)),
-                      desc=f"vanilla n={n}", progress=prog)
+            ctx.timed(f"vanilla {n}", train_denoiser, van, xt,
+                      ctx.train_cfg(args.vanilla_steps, ("vanilla", n), n_data=n), desc=f"vanilla n={n}", progress=prog)
             res["vanilla"] = evaluate(ctx, make_sampler(args, van), xt, f"vanilla {n}")
         if "finetuned" in args.methods:
             ft = copy.deepcopy(src_den)
             ctx.timed(f"finetuned {n}", train_denoiser, ft, xt,
-                      ctx.train_cfg(args.finetune_steps, ("finetuned", n), lr=args.finetune_lr), desc=f"fine-tune n={n}",
+                      ctx.train_cfg(args.finetune_steps, ("finetuned", n), lr=args.finetune_lr, n_data=n,
+                                    passes=min(max(len(xs) / n, 1.0), 2.0)), desc=f"fine-tune n={n}",
                       progress=prog)
             res["finetuned"] = evaluate(ctx, make_sampler(args, ft), xt, f"finetuned {n}")
         if "gtl" in args.methods:
@@ -384,6 +461,7 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
             res["oracle"] = evaluate(ctx, make_sampler(args, oden, orat), xt, f"oracle {n}")
         results[str(n)] = res
     results["_timings"] = ctx.timings
+    results["_budgets"] = ctx.budgets
     if src_den is not None:
         results["_source_denoiser"] = {"params": n_params(src_den),
                                        "heldout_nll_vs_oracle": denoiser_gap(src_den, source, args, seed)}
@@ -456,6 +534,9 @@ def compare(args) -> dict:
             phases[phase] = phases.get(phase, 0.0) + v
     print(f"wall time {wall:.1f} s for {len(args.seeds)} seed(s); by phase: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
+    if args.epochs:
+        print("budgets (steps x batch): "
+              + ", ".join(f"{k} {b['steps']} x {b['batch']}" for k, b in per_seed[0]["_budgets"].items()))
     mats = {m: {n: torch.stack([r[n][m]["matrix"] for r in runs]).mean(0) for n in runs[0]} for m in runs[0][next(iter(runs[0]))]}
     out = {"config": vars(args), "paper": paper, "aggregate": agg, "per_seed": per_seed,
            "wall_s": wall, "target": target.trans, "source": source.trans}
@@ -491,8 +572,8 @@ def failure(args) -> dict:
         xs = draw_source(src, args.n_source, args.length, seed).to(args.device)
         xt = draw_target(tgt, n, args.length, seed).to(args.device)
         den = ctx.model(Denoiser, ctx.trunk(args.layers), ("source denoiser",))
-        train_denoiser(den, xs, ctx.train_cfg(args.denoiser_steps, ("source denoiser",)), desc=f"source denoiser ({name})",
-                       progress=not args.no_progress)
+        train_denoiser(den, xs, ctx.train_cfg(args.denoiser_steps, ("source denoiser",), n_data=len(xs)),
+                       desc=f"source denoiser ({name})", progress=not args.no_progress)
         candidate_sets = {"all": ctx.vocab, f"top-{ctx.vocab - 1}": ctx.vocab - 1} if name == "no overlap" else {
             "all": ctx.vocab}
         for loss in args.ratio_loss:
@@ -529,7 +610,7 @@ def failure(args) -> dict:
 def run(argv: list[str] | None = None) -> dict:
     """Parse ``argv`` (``None``: the command line), run the chosen mode and return its results (what the JSON
     holds)."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.seeds is None:
         args.seeds = [0] if args.mode == "suite" else [0, 1, 2]
     if args.quick:

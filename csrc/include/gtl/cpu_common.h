@@ -169,6 +169,9 @@ inline RowMode row_mode(float t) {
 // scores do. Greedy and invalid rows never use it.
 struct Temper {
   float pre = 1.f, inv = 1.f;
+  // T = 1 (and greedy rows): both factors are 1, whose multiplies are exact, so a loop may skip them and give the
+  // same bits.
+  bool unit() const { return pre == 1.f && inv == 1.f; }
 };
 
 inline Temper temper_of(float t) {

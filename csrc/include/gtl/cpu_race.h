@@ -13,27 +13,44 @@ struct RaceRow {
 
 // Winner among n entries (z padded with -inf to a multiple of W): its position, or -1 if no entry is allowed.
 // ids: the token counter of each entry, or nullptr for id0 + position.
+// Two vectors per step, their Philox chains interleaved (philox_w01); lanes are still visited in id order, so ties
+// go to the lower position exactly as one vector at a time would.
 GTL_VI int64_t token_race(const float* z, const uint32_t* ids, uint32_t id0, int64_t n, const RaceRow& rr) {
+  constexpr int K = 2;
   vf best = splat(-kInf);
   vi best_i = {};
   const vf mz = splat(rr.mz), pre = splat(rr.tp.pre), inv = splat(rr.tp.inv);
-  for (int64_t i = 0; i < n; i += W) {
-    const vf zv = load(z + i);
-    if (!mask_bits(zv > splat(-kInf))) continue;  // nothing allowed here (e.g. padding of a candidate list)
-    vu a;
-    if (ids) {
-      std::memcpy(&a, ids + i, sizeof a);
-    } else {
-      a = splat_u(id0 + static_cast<uint32_t>(i)) + (vu)iota();
+  int k = K;
+  for (int64_t i = 0; i < n; i += k * W) {
+    k = n - i >= K * W ? K : 1;  // the last steps take one vector (n need not be a multiple of W; z is padded)
+    vf zv[K];
+    bool any = false;
+    for (int j = 0; j < k; ++j) {
+      zv[j] = load(z + i + j * W);
+      any |= mask_bits(zv[j] > splat(-kInf)) != 0;
     }
-    vu w0, w1;
-    philox_w01(a, rr.offset, kStreamToken, rr.key, &w0, &w1);
-    const vf log_e = vlog(exponential(w0, w1));
-    vf key = (zv - mz) * pre * inv - log_e;
-    if (rr.inf_mode) key = zv == splat(kInf) ? splat(0.f) - log_e : splat(-kInf);
-    const vi better = key > best;
-    best = better ? key : best;
-    best_i = better ? iota() + static_cast<int32_t>(i) : best_i;
+    if (!any) continue;  // nothing allowed here (e.g. padding of a candidate list)
+    vu a[K], w0[K], w1[K];
+    for (int j = 0; j < k; ++j) {
+      if (ids) {
+        std::memcpy(&a[j], ids + i + j * W, sizeof(vu));
+      } else {
+        a[j] = splat_u(id0 + static_cast<uint32_t>(i + j * W)) + (vu)iota();
+      }
+    }
+    if (k == K) {
+      philox_w01<K>(a, rr.offset, kStreamToken, rr.key, w0, w1);
+    } else {
+      philox_w01<1>(a, rr.offset, kStreamToken, rr.key, w0, w1);
+    }
+    for (int j = 0; j < k; ++j) {
+      const vf log_e = vlog(exponential(w0[j], w1[j]));
+      vf key = (zv[j] - mz) * pre * inv - log_e;
+      if (rr.inf_mode) key = zv[j] == splat(kInf) ? splat(0.f) - log_e : splat(-kInf);
+      const vi better = key > best;
+      best = better ? key : best;
+      best_i = better ? iota() + static_cast<int32_t>(i + j * W) : best_i;
+    }
   }
   float top = -kInf;
   int64_t pos = -1;

@@ -214,12 +214,19 @@ GTL_VI void chunk_stats(const float* buf, int64_t len, Pass1 p, Temper tp, const
   if (!need.sum || !(p.mz > -kInf && p.mz < kInf)) return;
   const vf mz = splat(p.mz), pre = splat(tp.pre), inv = splat(tp.inv);
   vf sum = {}, w = {};
-  for (int64_t i = 0; i < plen; i += W) {
-    const vf d = (load(buf + i) - mz) * pre * inv;
-    const vf e = vexp(d);
-    sum += e;
-    if (need.entropy) w += e * (d < splat(-100.f) ? splat(-100.f) : d);  // e == 0 there; avoids 0 * -inf
-  }
+  auto accumulate = [&](auto temper) {
+    for (int64_t i = 0; i < plen; i += W) {
+      const vf d = temper(load(buf + i) - mz);
+      const vf e = vexp(d);
+      sum += e;
+      if (need.entropy) w += e * (d < splat(-100.f) ? splat(-100.f) : d);  // e == 0 there; avoids 0 * -inf
+    }
+  };
+  // T = 1 skips the two multiplies by 1 (the same bits; docs/CPU_BACKEND.md, "Roofline")
+  if (tp.unit())
+    accumulate([](vf x) __attribute__((always_inline)) { return x; });
+  else
+    accumulate([&](vf x) __attribute__((always_inline)) { return x * pre * inv; });
   st->sum = hsum(sum);
   st->w = hsum(w);
 }

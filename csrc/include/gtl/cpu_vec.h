@@ -235,22 +235,34 @@ GTL_VI void mulhilo(vu a, uint32_t m, vu* hi, vu* lo) {
   *lo = (vu)((pe & 0xFFFFFFFFull) | (po << 32));
 }
 
-// Words 0 and 1 of Philox4x32-10 at counters (a, offset_lo, offset_hi, stream).
-GTL_VI void philox_w01(vu a, uint64_t offset, uint32_t stream, const PhiloxKeys& key, vu* w0, vu* w1) {
-  vu c0 = a, c1 = splat_u(static_cast<uint32_t>(offset)), c2 = splat_u(static_cast<uint32_t>(offset >> 32)),
-     c3 = splat_u(stream);
-  for (int r = 0; r < 10; ++r) {
-    vu hi0, lo0, hi1, lo1;
-    mulhilo(c0, 0xD2511F53u, &hi0, &lo0);
-    mulhilo(c2, 0xCD9E8D57u, &hi1, &lo1);
-    const vu n0 = hi1 ^ c1 ^ key.k0[r], n2 = hi0 ^ c3 ^ key.k1[r];
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
+// Words 0 and 1 of Philox4x32-10 at counters (a[j], offset_lo, offset_hi, stream), for K vectors of counters at once:
+// a round is a chain of dependent multiplies, so one vector at a time leaves the multiply ports waiting on latency;
+// K independent chains interleaved round by round fill them (docs/CPU_BACKEND.md, "Roofline").
+template <int K>
+GTL_VI void philox_w01(const vu* a, uint64_t offset, uint32_t stream, const PhiloxKeys& key, vu* w0, vu* w1) {
+  vu c0[K], c1[K], c2[K], c3[K];
+  for (int j = 0; j < K; ++j) {
+    c0[j] = a[j];
+    c1[j] = splat_u(static_cast<uint32_t>(offset));
+    c2[j] = splat_u(static_cast<uint32_t>(offset >> 32));
+    c3[j] = splat_u(stream);
   }
-  *w0 = c0;
-  *w1 = c1;
+  for (int r = 0; r < 10; ++r) {
+    for (int j = 0; j < K; ++j) {
+      vu hi0, lo0, hi1, lo1;
+      mulhilo(c0[j], 0xD2511F53u, &hi0, &lo0);
+      mulhilo(c2[j], 0xCD9E8D57u, &hi1, &lo1);
+      const vu n0 = hi1 ^ c1[j] ^ key.k0[r], n2 = hi0 ^ c3[j] ^ key.k1[r];
+      c0[j] = n0;
+      c1[j] = lo1;
+      c2[j] = n2;
+      c3[j] = lo0;
+    }
+  }
+  for (int j = 0; j < K; ++j) {
+    w0[j] = c0[j];
+    w1[j] = c1[j];
+  }
 }
 
 GTL_VI vf u32_to_float(vu w) {  // correctly rounded: two exact conversions, one rounding add
