@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import platform
 import statistics
 import sys
@@ -40,7 +39,7 @@ import gtl_kernels as gk
 from ..gtl.language import (LanguageConfig, LeftToRightDenoiser, LeftToRightRatio, make_language,
                             sampler_conditional)
 from ..gtl.samplers import ScheduledSampler
-from .reporting import figure, write_json
+from .reporting import figure, loadavg, write_json
 
 TIMED_OPS = ("sample", "topk_log_softmax", "derive_keys", "masked_transition", "confidence")
 
@@ -256,7 +255,7 @@ def main(argv=None) -> int:
         "command": "gtl-language " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "loadavg_1min": _loadavg()},
+                    "loadavg_1min": loadavg()},
         "config": {**vars(cfg), "length": args.length, "samples": args.samples, "seed": args.seed,
                    "reference_samples": args.reference_samples, "batch_size": args.batch_size},
         "reference": reference,
@@ -269,13 +268,6 @@ def main(argv=None) -> int:
     print(f"wrote {args.out / 'language.json'} and {args.out / 'language-n_ratio.png'} "
           f"({result['total_s']:.0f} s)")
     return 0
-
-
-def _loadavg():
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except OSError:
-        return math.nan
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from ..gtl.samplers import ScheduledSampler
 from ..gtl.training import conditional_nll, train_denoiser, train_planner
 from . import markov
 from .language import exact_rates, target_entropy_rate
-from .reporting import figure, write_json
+from .reporting import figure, loadavg, write_json
 
 ESTIMATORS = ("conditional", "classifier", "paper")
 
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
     args.no_progress = args.no_progress or args.phase_lines
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
-    load0 = _loadavg()
+    load0 = loadavg()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     res = run(args)
     print_table(res["rows"], res["references"])
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
         "command": "gtl-language learned " + " ".join(argv),
         "date_utc": started,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "loadavg_1min_start": load0, "loadavg_1min_end": _loadavg()},
+                    "loadavg_1min_start": load0, "loadavg_1min_end": loadavg()},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         **res,
     }
@@ -346,10 +346,3 @@ def main(argv=None) -> int:
     plot(args.out / "language-learned.png", res["rows"], res["references"])
     print(f"wrote {args.out / 'language-learned.json'} and {args.out / 'language-learned.png'}")
     return 0
-
-
-def _loadavg():
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except OSError:
-        return math.nan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -17,6 +18,14 @@ PAPER = {
     20: {"vanilla": (0.326, 0.190), "finetuned": (0.332, 0.187), "gtl": (0.506, 0.124)},
 }
 METRICS = ("mean_diag", "mae", "row_kl", "mae_2step", "copy_rate")
+
+
+def loadavg() -> float:
+    """The machine's 1-minute load average (NaN where the platform has none), recorded beside timings."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return math.nan
 
 
 def paper_key(method: str) -> str:

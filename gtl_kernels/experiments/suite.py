@@ -46,14 +46,17 @@ def _rows(fn, s: int) -> torch.Tensor:
     return torch.stack([fn(i) for i in range(s)])
 
 
+def _row_with_diagonal(i: int, s: int, lo: float, hi: float, alpha: float, gen: torch.Generator) -> torch.Tensor:
+    """Row ``i`` of ``s`` states: a diagonal drawn uniformly in ``[lo, hi]``, the rest Dirichlet(``alpha``)."""
+    d = _uniform(lo, hi, gen)
+    off = _dirichlet(alpha, s - 1, gen) * (1 - d)
+    return torch.cat([off[:i], torch.tensor([d], dtype=torch.float64), off[i:]])
+
+
 def make_source(kind: str, s: int, gen: torch.Generator) -> torch.Tensor:
     """A source transition matrix ``[s, s]`` of ``kind`` in :data:`SOURCE_KINDS`."""
     if kind == "anti-sticky":  # small diagonal, the rest random
-        def row(i):
-            d = _uniform(0.02, 0.10, gen)
-            off = _dirichlet(3.0, s - 1, gen) * (1 - d)
-            return torch.cat([off[:i], torch.tensor([d], dtype=torch.float64), off[i:]])
-        return _rows(row, s)
+        return _rows(lambda i: _row_with_diagonal(i, s, 0.02, 0.10, 3.0, gen), s)
     if kind == "dirichlet":
         return _rows(lambda i: _dirichlet(1.0, s, gen), s)
     if kind == "banded":  # most mass on the cyclic band |i - j| <= 1, a little everywhere
@@ -70,11 +73,7 @@ def make_target(kind: str, source: torch.Tensor, gen: torch.Generator) -> torch.
     """A target transition matrix of ``kind`` in :data:`TARGET_KINDS` (``edit``: derived from ``source``)."""
     s = source.shape[0]
     if kind == "sticky":
-        def row(i):
-            d = _uniform(0.6, 0.9, gen)
-            off = _dirichlet(2.0, s - 1, gen) * (1 - d)
-            return torch.cat([off[:i], torch.tensor([d], dtype=torch.float64), off[i:]])
-        return _rows(row, s)
+        return _rows(lambda i: _row_with_diagonal(i, s, 0.6, 0.9, 2.0, gen), s)
     if kind == "cyclic":
         p = _uniform(0.6, 0.8, gen)
         trans = torch.full((s, s), (1 - p) / (s - 1), dtype=torch.float64)

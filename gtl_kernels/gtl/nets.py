@@ -189,7 +189,18 @@ class Denoiser(nn.Module):
         return torch.where((z != self.mask_id).unsqueeze(-1), copied, logp)
 
 
-class SequenceScorer(nn.Module):
+class _ScalarHead(nn.Module):
+    """A trunk without time conditioning and a linear head to one value per position (the two scorers below)."""
+
+    def __init__(self, cfg: TrunkConfig):
+        super().__init__()
+        cfg = dataclasses.replace(cfg, cond=False)
+        self.cfg = cfg
+        self.trunk = Trunk(cfg)
+        self.head = nn.Linear(cfg.d_model, 1)
+
+
+class SequenceScorer(_ScalarHead):
     """A scalar per sequence (mean pooling over positions, then a linear head): fp32 ``[B]``.
 
     Used for the clean domain classifier, the noise-aware domain classifier and the ratio network; the output is a
@@ -198,16 +209,12 @@ class SequenceScorer(nn.Module):
     """
 
     def __init__(self, cfg: TrunkConfig):
-        super().__init__()
-        cfg = dataclasses.replace(cfg, cond=False)
-        self.cfg = cfg
-        self.trunk = Trunk(cfg)
-        self.head = nn.Linear(cfg.d_model, 1)
+        super().__init__(cfg)
         # A sequence's log-ratio is a sum over its tokens, so one token moves it by O(1) nats while moving the mean
         # of the features by O(1/L): the head output is scaled by a learned factor that starts at L, and the head
         # starts at zero (an untrained scorer guides nothing). Without the factor, Adam needs ~L times more steps
         # to grow the head to the size the log-ratio needs.
-        self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.max_len)))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(self.cfg.max_len)))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -216,15 +223,8 @@ class SequenceScorer(nn.Module):
         return (self.log_scale.exp() * self.head(self.trunk(z).mean(dim=1))).squeeze(-1).float()
 
 
-class Planner(nn.Module):
+class Planner(_ScalarHead):
     """Position scores: fp32 ``[B, L]``, the logit that the frozen denoiser's argmax is right at each position."""
-
-    def __init__(self, cfg: TrunkConfig):
-        super().__init__()
-        cfg = dataclasses.replace(cfg, cond=False)
-        self.cfg = cfg
-        self.trunk = Trunk(cfg)
-        self.head = nn.Linear(cfg.d_model, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` int64 ``[B, L]`` -> fp32 ``[B, L]``."""

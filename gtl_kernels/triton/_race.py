@@ -85,6 +85,15 @@ def _rows_start(temp_ptr, gamma_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mas
 
 
 @triton.jit
+def _split_blocks(split, blocks_per_split, n_blocks, draw):
+    """Blocks ``[lo, hi)`` of the row that split ``split`` scans. Rows that draw nothing read nothing: with no such
+    row in the program the range is empty."""
+    lo = split * blocks_per_split
+    hi = tl.where(tl.max(draw.to(tl.int32)) > 0, tl.minimum(lo + blocks_per_split, n_blocks), lo)
+    return lo, hi
+
+
+@triton.jit
 def _rows_write(out_ptr, lp_ptr, index_ptr, stride_i, rows, ok, token, lp, x, draw, bad,
                 HAS_INDEX: tl.constexpr, MASKED: tl.constexpr, LOGPROB: tl.constexpr):
     """Final values: -1 for an invalid row, the candidate's id with ``index``, and for rows of the masked transition
@@ -261,9 +270,7 @@ def _chunk_race_kernel(
     gamma, inv_t, greedy, bad_t, seed, offset, x, draw, ok = _rows_start(
         temp_ptr, gamma_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id, rows, n_rows, MASKED
     )
-    lo = split * blocks_per_split
-    # rows that draw nothing read nothing: with no such row in the program the loop is empty
-    hi = tl.where(tl.max(draw.to(tl.int32)) > 0, tl.minimum(lo + blocks_per_split, n_blocks), lo)
+    lo, hi = _split_blocks(split, blocks_per_split, n_blocks, draw)
     gval, garg, bad = _chunk_scan(
         logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, max_ptr, sum_ptr, cnt_ptr, rows, V, n_chunks,
         gamma, inv_t, greedy, draw, mask_id, lo, hi, CB, CW, HAS_BIAS, MASKED, HAS_INDEX,
@@ -359,8 +366,7 @@ def _topk_race_kernel(
     gamma, inv_t, greedy, bad_t, seed, offset, x, draw, ok = _rows_start(
         temp_ptr, gamma_ptr, seeds_ptr, offset_ptr, x_ptr, stay_ptr, mask_id, rows, n_rows, MASKED
     )
-    lo = split * blocks_per_split
-    hi = tl.where(tl.max(draw.to(tl.int32)) > 0, tl.minimum(lo + blocks_per_split, n_blocks), lo)
+    lo, hi = _split_blocks(split, blocks_per_split, n_blocks, draw)
     buf, bad = _topk_scan(logits_ptr, stride_l, bias_ptr, stride_b, index_ptr, stride_i, rows, V, gamma, inv_t, draw,
                           mask_id, lo, hi, BLOCK, K_PAD, HAS_BIAS, MASKED, HAS_INDEX)
     if FUSED:

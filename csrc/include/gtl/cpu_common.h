@@ -162,6 +162,14 @@ inline RowMode row_mode(float t) {
   return t == 0.f ? RowMode::kGreedy : RowMode::kTempered;
 }
 
+// The chunk statistics a row needs by its mode: the log-sum-exp of a tempered row, the first max of a greedy one.
+inline ScanNeeds needs_of(RowMode mode) {
+  ScanNeeds n;
+  n.sum = mode == RowMode::kTempered;
+  n.argmax = mode == RowMode::kGreedy;
+  return n;
+}
+
 // d = (z - max) / T is computed as ((z - max) * pre) * inv. For normal T: pre = 1, inv = 1/T. When 1/T overflows
 // (subnormal T), pre = 2^64 (exact) and inv = 1/(T * 2^64), so d keeps the huge finite values of a float64 division
 // instead of inf * 0. For T = +inf, inv = FLT_MIN rather than 0: every finite d is ~0 (equal probabilities, like

@@ -33,9 +33,8 @@ static void confidence_batch(const ConfidenceArgs& a) {
   auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, ConfidenceScratch& s) {
     const RowScan rs = make_row_scan(sa, r, guided, unguided);
     if (rs.mode == RowMode::kInvalid) return;
-    ScanNeeds need;
+    ScanNeeds need = needs_of(rs.mode);
     need.argmax = true;
-    need.sum = rs.mode == RowMode::kTempered;
     need.entropy = need.sum && a.kind == ConfidenceKind::kNegEntropy;
     need.second = need.sum && a.kind == ConfidenceKind::kMargin;
     for (int64_t c = cb; c < ce; ++c) {

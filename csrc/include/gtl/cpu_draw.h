@@ -163,9 +163,8 @@ static void draw_batch(const DrawArgs& a) {
   auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, DrawScratch& s) {
     const DrawRow d = draw_row(a, r, guided, unguided);
     if (!d.read) return;
-    ScanNeeds need;
-    need.sum = d.s.mode == RowMode::kTempered && !d.topk;
-    need.argmax = d.s.mode == RowMode::kGreedy;
+    ScanNeeds need = needs_of(d.s.mode);
+    need.sum = need.sum && !d.topk;  // a top-k row's masses come from its candidates
     if (d.topk) s.sel.reset(a.top_k);
     for (int64_t c = cb; c < ce; ++c) {
       int64_t len;

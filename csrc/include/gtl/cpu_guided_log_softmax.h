@@ -48,9 +48,7 @@ static void guided_log_softmax_batch(const GlsmArgs& a) {
   auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, GlsmScratch& s) {
     const RowScan rs = make_row_scan(sa, r, guided, unguided);
     if (rs.mode == RowMode::kInvalid) return;
-    ScanNeeds need;
-    need.sum = rs.mode == RowMode::kTempered;
-    need.argmax = rs.mode == RowMode::kGreedy;
+    const ScanNeeds need = needs_of(rs.mode);
     float* out = a.out + r * v;
     if (whole_row(cb, ce) && s.row.empty()) s.row.assign(n_chunks * kChunk + kMaxW, 0.f);
     for (int64_t c = cb; c < ce; ++c) {

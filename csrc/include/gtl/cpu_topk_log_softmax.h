@@ -42,9 +42,7 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
   auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, TopkScratch& s) {
     const RowScan rs = make_row_scan(sa, r, guided, unguided);
     if (rs.mode == RowMode::kInvalid) return;
-    ScanNeeds need;
-    need.sum = rs.mode == RowMode::kTempered;
-    need.argmax = rs.mode == RowMode::kGreedy;
+    const ScanNeeds need = needs_of(rs.mode);
     s.sel.reset(k);
     for (int64_t c = cb; c < ce; ++c) {
       int64_t len;

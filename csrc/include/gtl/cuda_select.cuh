@@ -47,6 +47,15 @@ GTL_DEV uint64_t block_select(ForEachKey for_each_key, uint32_t k, SelectSmem<kG
     sm.n_cache = 0;
     sm.n_out = 0;
   }
+  // Every key still in play, to visit: from the shared cache once it holds the range, else from the row.
+  auto each_key = [&](auto visit) {
+    if (cached) {
+      const uint32_t n = sm.n_cache;
+      for (uint32_t i = tid; i < n; i += kThreads) visit(sm.cache[i]);
+    } else {
+      for_each_key(visit);
+    }
+  };
   for (int round = 0;; ++round) {
     const int shift = radix_shift(round);
     const uint64_t digit_mask = (uint64_t{1} << radix_width(round)) - 1;
@@ -63,12 +72,7 @@ GTL_DEV uint64_t block_select(ForEachKey for_each_key, uint32_t k, SelectSmem<kG
       atomicAdd(&sm.hist[(key >> shift) & digit_mask], 1u);
       if (cache_now) sm.cache[atomicAdd(&sm.n_cache, 1u)] = key;
     };
-    if (cached) {
-      const uint32_t n = sm.n_cache;
-      for (uint32_t i = tid; i < n; i += kThreads) visit(sm.cache[i]);
-    } else {
-      for_each_key(visit);
-    }
+    each_key(visit);
     __syncthreads();
     if (cache_now) {
       cached = true;
@@ -109,15 +113,9 @@ GTL_DEV uint64_t block_select(ForEachKey for_each_key, uint32_t k, SelectSmem<kG
   }
   if (kGather) {
     // Everything in [lo, hi_prev] is in the top k and not collected yet.
-    auto visit = [&](uint64_t key) {
+    each_key([&](uint64_t key) {
       if (key >= lo && key <= hi_prev) sm.out[atomicAdd(&sm.n_out, 1u)] = key;
-    };
-    if (cached) {
-      const uint32_t n = sm.n_cache;
-      for (uint32_t i = tid; i < n; i += kThreads) visit(sm.cache[i]);
-    } else {
-      for_each_key(visit);
-    }
+    });
     __syncthreads();
   }
   return lo;
