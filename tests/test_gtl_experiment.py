@@ -109,3 +109,15 @@ def test_bad_epochs_are_usage_errors(capsys):
         with pytest.raises(SystemExit):
             run(["--epochs", *bad])
         assert "--epochs" in capsys.readouterr().err
+
+
+def test_exact_part_methods_swap_one_learned_part_and_leave_gtl_unchanged(tmp_path):
+    """gtl-exact-denoiser (learned ratio, exact source denoiser) and gtl-exact-ratio (learned denoiser, exact ratio)
+    are extra cells: GTL's own cell is the same with or without them."""
+    both = _cells(run(TINY + ["--n-target", "20", "--methods", "gtl", "gtl-exact-denoiser", "gtl-exact-ratio",
+                              "--out", str(tmp_path / "a")]))
+    gtl = _cells(run(TINY + ["--n-target", "20", "--methods", "gtl", "--out", str(tmp_path / "b")]))
+    assert set(both["20"]) == {"gtl", "gtl-exact-denoiser", "gtl-exact-ratio"}
+    _same(both["20"]["gtl"], gtl["20"]["gtl"])
+    assert not torch.equal(both["20"]["gtl-exact-ratio"]["matrix"], both["20"]["gtl"]["matrix"])
+    assert not torch.equal(both["20"]["gtl-exact-denoiser"]["matrix"], both["20"]["gtl"]["matrix"])

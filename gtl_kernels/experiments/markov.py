@@ -135,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-target", type=int, nargs="+", default=[1000, 100, 20], help="target set sizes")
     g = p.add_argument_group("methods and sampling")
     g.add_argument("--methods", nargs="+", default=["vanilla", "finetuned", "gtl"],
-                   choices=("vanilla", "finetuned", "gtl", "oracle"),
-                   help="oracle = exact source denoiser + exact ratio (the ceiling of guidance)")
+                   choices=("vanilla", "finetuned", "gtl", "oracle", "gtl-exact-denoiser", "gtl-exact-ratio"),
+                   help="oracle = exact source denoiser + exact ratio (the ceiling of guidance); gtl-exact-denoiser "
+                        "= the learned ratio on the exact source denoiser, gtl-exact-ratio = the learned source "
+                        "denoiser with the exact ratio (which of the two learned parts GTL's error comes from)")
     g.add_argument("--ratio-loss", nargs="+", default=["conditional"], choices=RATIO_LOSSES,
                    help="ratio estimator(s); several give one GTL row each, trained on the same data")
     g.add_argument("--samples", type=int, default=500, help="generated sequences per method and n")
@@ -411,7 +413,8 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
     xt_all = draw_target(target, max(args.n_target), args.length, seed).to(args.device)
     heldout = draw_heldout(target, 1000, args.length, seed).to(args.device)
 
-    needs_source = any(m in args.methods for m in ("finetuned", "gtl"))
+    needs_source = any(m in args.methods for m in ("finetuned", "gtl", "gtl-exact-denoiser", "gtl-exact-ratio"))
+    learned_ratio = any(m in args.methods for m in ("gtl", "gtl-exact-denoiser"))
     src_den = None
     if needs_source:
         src_den = ctx.model(Denoiser, ctx.trunk(args.layers), ("source denoiser",))
@@ -419,7 +422,8 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                   ctx.train_cfg(args.denoiser_steps, ("source denoiser",), n_data=len(xs)),
                   desc=f"source denoiser (seed {seed})", progress=prog)
     planner = None
-    if "gtl" in args.methods and args.sampler == "scheduled" and "planner" in args.order:
+    guided = learned_ratio or "gtl-exact-ratio" in args.methods
+    if guided and args.sampler == "scheduled" and "planner" in args.order:
         planner = ctx.model(Planner, ctx.trunk(args.ratio_layers), ("planner",))
         ctx.timed("planner", train_planner, planner, src_den, xs,
                   ctx.train_cfg(args.planner_steps, ("planner",), n_data=len(xs)), desc="planner", progress=prog)
@@ -440,7 +444,7 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                                     passes=min(max(len(xs) / n, 1.0), 2.0)), desc=f"fine-tune n={n}",
                       progress=prog)
             res["finetuned"] = evaluate(ctx, make_sampler(args, ft), xt, f"finetuned {n}")
-        if "gtl" in args.methods:
+        if learned_ratio:
             orders = args.order if args.sampler == "scheduled" else [None]
             for loss in args.ratio_loss:
                 ratio = train_ratio(ctx, loss, src_den, xs, xt)
@@ -451,11 +455,20 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                                                   generator=torch.Generator().manual_seed(key(seed, "ratio quality"))),
                     "params": n_params(ratio),
                 }
-                for order in orders:
-                    name = "gtl" + (f"[{loss}]" if len(args.ratio_loss) > 1 else "") + (
-                        f"/{order}" if len(orders) > 1 else "")
+                tag = f"[{loss}]" if len(args.ratio_loss) > 1 else ""
+                for order in orders if "gtl" in args.methods else []:
+                    name = "gtl" + tag + (f"/{order}" if len(orders) > 1 else "")
                     r = evaluate(ctx, make_sampler(args, src_den, ratio, planner, order=order), xt, f"{name} {n}")
                     res[name] = r | {"ratio": diagnostics}
+                if "gtl-exact-denoiser" in args.methods:
+                    name = "gtl-exact-denoiser" + tag
+                    r = evaluate(ctx, make_sampler(args, mk.MarkovOracleDenoiser(source), ratio, planner), xt,
+                                 f"{name} {n}")
+                    res[name] = r | {"ratio": diagnostics}
+        if "gtl-exact-ratio" in args.methods:
+            r = evaluate(ctx, make_sampler(args, src_den, mk.MarkovOracleRatio(source, target), planner), xt,
+                         f"gtl-exact-ratio {n}")
+            res["gtl-exact-ratio"] = r
         if "oracle" in args.methods:
             oden, orat = mk.MarkovOracleDenoiser(source), mk.MarkovOracleRatio(source, target)
             res["oracle"] = evaluate(ctx, make_sampler(args, oden, orat), xt, f"oracle {n}")
