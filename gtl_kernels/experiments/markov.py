@@ -377,11 +377,12 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
     n = len(xt)
     tag = n if tag is None else tag
     ratio = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("ratio", tag))
-    # the conditional loss passes over the target set, the paper's recipe over the source set (its loader cycles the
-    # smaller target set alongside), the classifiers over both
+    # with --epochs: the conditional loss passes over the target set, the paper's recipe over the source set (its
+    # loader cycles the smaller target set alongside), a classifier (the ratio as one, or the recipe's two) over both
     conditional = loss == "conditional"
+    n_data = {"conditional": n, "classifier": len(xs) + n, "paper": len(xs)}[loss]
     cfg = ctx.train_cfg(a.ratio_steps, ("ratio", tag), lr=a.ratio_lr, weight_decay=a.ratio_weight_decay,
-                        batch=a.ratio_batch if conditional else None, n_data=n if conditional else len(xs))
+                        batch=a.ratio_batch if conditional else None, n_data=n_data)
     if conditional:
         ctx.timed(f"ratio {n}", train_ratio_conditional, ratio, denoiser, xt, cfg, source=xs,
                   n_candidates=getattr(a, "ratio_candidates", 0), classifier_weight=a.classifier_weight,
