@@ -121,3 +121,15 @@ def test_exact_part_methods_swap_one_learned_part_and_leave_gtl_unchanged(tmp_pa
     _same(both["20"]["gtl"], gtl["20"]["gtl"])
     assert not torch.equal(both["20"]["gtl-exact-ratio"]["matrix"], both["20"]["gtl"]["matrix"])
     assert not torch.equal(both["20"]["gtl-exact-denoiser"]["matrix"], both["20"]["gtl"]["matrix"])
+
+
+def test_ratio_holdout_records_its_selection_and_leaves_the_baselines(tmp_path):
+    plain = _cells(run(TINY + ["--n-target", "20", "--ratio-steps", "6", "--out", str(tmp_path / "a")]))
+    held = _cells(run(TINY + ["--n-target", "20", "--ratio-steps", "6", "--ratio-holdout", "0.25",
+                              "--out", str(tmp_path / "b")]))
+    sel = held["20"]["gtl"]["ratio"]["selection"]
+    assert [s for s, _ in sel["curve"]] == list(range(7)) and 0 <= sel["step"] <= 6
+    assert sel["nll"] == min(v for _, v in sel["curve"])
+    assert "selection" not in plain["20"]["gtl"]["ratio"]
+    for method in ("vanilla", "finetuned"):
+        _same(plain["20"][method], held["20"][method])

@@ -42,7 +42,7 @@ from ..gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig, n_params
 from ..gtl.samplers import (AncestralSampler, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,
                             ScheduledSampler)
 from ..gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_domain_classifier, train_planner,
-                            train_ratio_classifier, train_ratio_conditional, train_ratio_paper)
+                            train_ratio_classifier, train_ratio_conditional, train_ratio_paper, train_ratio_selected)
 from . import reporting
 
 RATIO_LOSSES = ("conditional", "classifier", "paper")
@@ -109,6 +109,9 @@ def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, van
     g.add_argument("--ratio-batch", type=int, default=ratio_batch,
                    help="target sequences per step of the conditional ratio loss")
     g.add_argument("--ratio-weight-decay", type=float, default=0.0)
+    g.add_argument("--ratio-holdout", type=float, default=0.0,
+                   help="conditional ratio: hold out this fraction of the target set and keep the weights of the "
+                        "step with the lowest guided NLL on it, step 0 (no guidance) included (0 = off)")
     g.add_argument("--classifier-weight", type=float, default=0.0,
                    help="add the noisy-classifier loss to the conditional ratio loss with this weight")
     g.add_argument("--classifier-steps", type=int, default=classifier_steps,
@@ -164,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "most the data's size; fine-tuning gets min(max(N_source / n, 1), 2) times the passes, as in "
                         f"the authors' scripts): one number for all, then PART=E to change a part ({', '.join(PARTS)})")
     add_training_args(g, batch_size=128, lr=6e-3, denoiser_steps=600, vanilla_steps=250, finetune_steps=250,
-                      finetune_lr=3e-3, ratio_steps=300, ratio_batch=64, classifier_steps=300, planner_steps=300)
+                      finetune_lr=3e-3, ratio_steps=900, ratio_batch=64, classifier_steps=300, planner_steps=300)
     g = p.add_argument_group("run")
     g.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="one full run per seed; mean ± std reported (default 0 1 2; suite: 0 on test pairs, dev pairs "
@@ -241,7 +244,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
 
 
 def apply_quick(args) -> None:
-    """--quick: a smoke run of the whole pipeline (about 20 seconds): less data, a tenth of the training, few samples."""
+    """--quick: a smoke run of the whole pipeline (about 45 seconds on 2 cores): less data, a tenth of the training, few samples."""
     args.n_source = min(args.n_source, 1000)
     args.samples = min(args.samples, 200)
     for name in ("denoiser_steps", "vanilla_steps", "finetune_steps", "ratio_steps", "classifier_steps",
@@ -383,7 +386,13 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
     n_data = {"conditional": n, "classifier": len(xs) + n, "paper": len(xs)}[loss]
     cfg = ctx.train_cfg(a.ratio_steps, ("ratio", tag), lr=a.ratio_lr, weight_decay=a.ratio_weight_decay,
                         batch=a.ratio_batch if conditional else None, n_data=n_data)
-    if conditional:
+    holdout = getattr(a, "ratio_holdout", 0.0)
+    if conditional and holdout > 0:
+        ratio.selection = ctx.timed(f"ratio {n}", train_ratio_selected, ratio, denoiser, xt, cfg, holdout=holdout,
+                                    source=xs, n_candidates=getattr(a, "ratio_candidates", 0),
+                                    classifier_weight=a.classifier_weight, desc=f"ratio[conditional] n={n}",
+                                    progress=prog)
+    elif conditional:
         ctx.timed(f"ratio {n}", train_ratio_conditional, ratio, denoiser, xt, cfg, source=xs,
                   n_candidates=getattr(a, "ratio_candidates", 0), classifier_weight=a.classifier_weight,
                   desc=f"ratio[conditional] n={n}", progress=prog)
@@ -456,6 +465,8 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                                                   generator=torch.Generator().manual_seed(key(seed, "ratio quality"))),
                     "params": n_params(ratio),
                 }
+                if getattr(ratio, "selection", None) is not None:
+                    diagnostics["selection"] = dataclasses.asdict(ratio.selection)
                 tag = f"[{loss}]" if len(args.ratio_loss) > 1 else ""
                 for order in orders if "gtl" in args.methods else []:
                     name = "gtl" + tag + (f"/{order}" if len(orders) > 1 else "")
@@ -540,7 +551,8 @@ def compare(args) -> dict:
                 shown.add(r["ratio"]["loss"])
                 q = r["ratio"]["vs_oracle"]
                 print(f"  n={n:>5} {m}: held-out guided NLL {r['ratio']['heldout_conditional_nll']:.3f} nats; "
-                      f"vs exact ratio: slope {q['slope']:.2f}, R^2 {q['r2']:.2f}, TV {q['tv']:.3f} (seed {args.seeds[0]})")
+                      f"vs exact ratio: slope {q['slope']:.2f}, R^2 {q['r2']:.2f}, TV {q['tv']:.3f} (seed {args.seeds[0]})"
+                      + (f"; kept step {r['ratio']['selection']['step']}" if "selection" in r["ratio"] else ""))
     phases: dict = {}
     for r in per_seed:
         for k, v in r["_timings"].items():

@@ -176,7 +176,10 @@ def run_suite(args) -> dict:
                        "floor_loglik": floor["loglik_per_token"]}
                 if "ratio" in r:
                     q = r["ratio"]["vs_oracle"]
-                    row |= {"ratio_slope": q["slope"], "ratio_r2": q["r2"], "ratio_tv": q["tv"]}
+                    row |= {"ratio_slope": q["slope"], "ratio_r2": q["r2"], "ratio_tv": q["tv"],
+                            "ratio_heldout_nll": r["ratio"]["heldout_conditional_nll"]}
+                    if "selection" in r["ratio"]:
+                        row["ratio_kept_step"] = r["ratio"]["selection"]["step"]
                 rows.append(row)
     summary = summarize(rows, args.n_target)
     return {"config": {k: v for k, v in vars(args).items()}, "wall_s": wall, "rows": rows, "summary": summary,

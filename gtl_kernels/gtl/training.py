@@ -280,6 +280,70 @@ def train_ratio_conditional(ratio: nn.Module, denoiser: nn.Module, target: torch
     return fit(ratio, loss_fn, cfg, desc=desc, progress=progress, callback=callback)
 
 
+@dataclasses.dataclass
+class Selection:
+    """What :func:`train_ratio_selected` chose: the optimizer step whose weights were kept (0 = the untrained ratio,
+    which guides nothing), its held-out guided NLL, and the curve ``[(step, nll), ...]`` it was chosen from."""
+
+    step: int
+    nll: float
+    curve: list
+
+
+def split_holdout(data: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, held_out)``: a seeded random ``fraction`` of the rows of ``data`` held out, at least one row on each
+    side. ``data`` int64 ``[N, L]`` with ``N >= 2``."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    n = data.shape[0]
+    if n < 2:
+        raise ValueError(f"data must have at least 2 rows to hold one out, got {n}")
+    k = min(max(1, round(fraction * n)), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(data.device)
+    return data[order[k:]], data[order[:k]]
+
+
+def train_ratio_selected(ratio: nn.Module, denoiser: nn.Module, target: torch.Tensor, cfg: TrainConfig, *,
+                         holdout: float = 0.2, evals: int = 20, eval_rows: int = 512, **kw) -> Selection:
+    """:func:`train_ratio_conditional` with early stopping on the target set itself: a ``holdout`` fraction of the
+    target sequences is kept out of training, the guided NLL on it (:func:`conditional_nll`, the same masks at every
+    evaluation) is measured at step 0 and ``evals`` times during training, and the weights of the best evaluation are
+    kept (step 0 is the untrained ratio: on a target the source already fits, the selection may keep no guidance).
+
+    With few target sequences the conditional loss can fit their noise (the training NLL falls below the exact
+    ratio's while the held-out one rises); with many it is still falling at the end. Choosing the stopping point on
+    held-out target sequences needs nothing but the target set. ``eval_rows``: the held-out sequences are repeated
+    (each with fresh masks) up to this many rows, so that a small held-out set still gives a steady estimate.
+    Other keywords go to :func:`train_ratio_conditional`."""
+    train, held = split_holdout(target, holdout, cfg.seed)
+    held = held.repeat(max(1, -(-eval_rows // held.shape[0])), 1)
+    every = max(1, cfg.steps // max(1, evals))
+    n_candidates = kw.get("n_candidates", 0)
+
+    def score() -> float:
+        return conditional_nll(ratio, denoiser, held, n_candidates=n_candidates, seed=cfg.seed + 1,
+                               schedule=kw.get("schedule"))
+
+    best = Selection(0, score(), [])
+    best.curve.append((0, best.nll))
+    state = {k: v.detach().clone() for k, v in ratio.state_dict().items()}
+
+    def callback(step: int) -> None:
+        nonlocal state
+        if step % every and step != cfg.steps:
+            return
+        nll = score()
+        best.curve.append((step, nll))
+        if nll < best.nll:
+            best.step, best.nll = step, nll
+            state = {k: v.detach().clone() for k, v in ratio.state_dict().items()}
+
+    train_ratio_conditional(ratio, denoiser, train, cfg, callback=callback, **kw)
+    ratio.load_state_dict(state)
+    ratio.eval()
+    return best
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Planner
 # ---------------------------------------------------------------------------------------------------------------------
