@@ -17,7 +17,7 @@ import torch
 from gtl_kernels.experiments import markov as M
 from gtl_kernels.experiments import suite as S
 from gtl_kernels.gtl import chains as mk
-from gtl_kernels.gtl.nets import Denoiser, SequenceScorer
+from gtl_kernels.gtl.nets import Denoiser
 from gtl_kernels.gtl.training import conditional_nll, train_denoiser, train_ratio_conditional
 
 
@@ -41,9 +41,7 @@ def main(argv: list[str]) -> None:
     print(f"{name}: held-out guided NLL with the exact ratio {exact:.4f}, with no guidance {none:.4f}")
     for n in sizes:
         xt = xt_all[:n]
-        ratio = ctx.model(SequenceScorer, ctx.trunk(args.ratio_layers, args.dropout, args.ratio_window), ("ratio", n))
-        cfg = ctx.train_cfg(args.ratio_steps, ("ratio", n), lr=args.ratio_lr, weight_decay=args.ratio_weight_decay,
-                            batch=args.ratio_batch, n_data=n)
+        ratio, cfg = M.new_ratio(ctx, "conditional", n, len(xs))
         curve = []
 
         def record(step: int) -> None:

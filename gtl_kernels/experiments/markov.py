@@ -372,30 +372,37 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
     return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict()}
 
 
-def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
-    """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``; its random draws
-    are keyed by ``tag`` (default: the target size). The conditional loss scores ``args.ratio_candidates``
-    candidates per example when the namespace has it (``gtl-language learned``; 0 or absent: all ``V``)."""
-    a, prog = ctx.args, not ctx.args.no_progress
-    n = len(xt)
+def new_ratio(ctx: Context, loss: str, n: int, n_source: int, tag=None) -> tuple[SequenceScorer, TrainConfig]:
+    """A freshly initialized ratio network for ``loss`` and its training settings, for ``n`` target and ``n_source``
+    source sequences; its random draws are keyed by ``tag`` (default: ``n``)."""
+    a = ctx.args
     tag = n if tag is None else tag
     ratio = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("ratio", tag))
     # with --epochs: the conditional loss passes over the target set, the paper's recipe over the source set (its
     # loader cycles the smaller target set alongside), a classifier (the ratio as one, or the recipe's two) over both
-    conditional = loss == "conditional"
-    n_data = {"conditional": n, "classifier": len(xs) + n, "paper": len(xs)}[loss]
+    n_data = {"conditional": n, "classifier": n_source + n, "paper": n_source}[loss]
     cfg = ctx.train_cfg(a.ratio_steps, ("ratio", tag), lr=a.ratio_lr, weight_decay=a.ratio_weight_decay,
-                        batch=a.ratio_batch if conditional else None, n_data=n_data)
-    holdout = getattr(a, "ratio_holdout", 0.0)
-    if conditional and holdout > 0:
-        ratio.selection = ctx.timed(f"ratio {n}", train_ratio_selected, ratio, denoiser, xt, cfg, holdout=holdout,
-                                    source=xs, n_candidates=getattr(a, "ratio_candidates", 0),
-                                    classifier_weight=a.classifier_weight, desc=f"ratio[conditional] n={n}",
-                                    progress=prog)
-    elif conditional:
-        ctx.timed(f"ratio {n}", train_ratio_conditional, ratio, denoiser, xt, cfg, source=xs,
-                  n_candidates=getattr(a, "ratio_candidates", 0), classifier_weight=a.classifier_weight,
-                  desc=f"ratio[conditional] n={n}", progress=prog)
+                        batch=a.ratio_batch if loss == "conditional" else None, n_data=n_data)
+    return ratio, cfg
+
+
+def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
+    """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``; its random draws
+    are keyed by ``tag`` (default: the target size). The conditional loss scores ``args.ratio_candidates``
+    candidates per example when the namespace has it (``gtl-language learned``; 0 or absent: all ``V``). With
+    ``--ratio-holdout`` the returned network carries what the early stopping chose as ``.selection``."""
+    a, prog = ctx.args, not ctx.args.no_progress
+    n = len(xt)
+    tag = n if tag is None else tag
+    ratio, cfg = new_ratio(ctx, loss, n, len(xs), tag)
+    if loss == "conditional":
+        holdout = getattr(a, "ratio_holdout", 0.0)
+        train, extra = (train_ratio_selected, {"holdout": holdout}) if holdout > 0 else (train_ratio_conditional, {})
+        out = ctx.timed(f"ratio {n}", train, ratio, denoiser, xt, cfg, source=xs,
+                        n_candidates=getattr(a, "ratio_candidates", 0), classifier_weight=a.classifier_weight,
+                        desc=f"ratio[conditional] n={n}", progress=prog, **extra)
+        if holdout > 0:
+            ratio.selection = out
     elif loss == "classifier":
         ctx.timed(f"ratio {n}", train_ratio_classifier, ratio, xs, xt, cfg, mask_id=ctx.vocab,
                   desc=f"ratio[classifier] n={n}", progress=prog)

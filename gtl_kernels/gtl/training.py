@@ -320,24 +320,19 @@ def train_ratio_selected(ratio: nn.Module, denoiser: nn.Module, target: torch.Te
     every = max(1, cfg.steps // max(1, evals))
     n_candidates = kw.get("n_candidates", 0)
 
-    def score() -> float:
-        return conditional_nll(ratio, denoiser, held, n_candidates=n_candidates, seed=cfg.seed + 1,
-                               schedule=kw.get("schedule"))
-
-    best = Selection(0, score(), [])
-    best.curve.append((0, best.nll))
-    state = {k: v.detach().clone() for k, v in ratio.state_dict().items()}
+    best, state = Selection(0, math.inf, []), {}
 
     def callback(step: int) -> None:
-        nonlocal state
         if step % every and step != cfg.steps:
             return
-        nll = score()
+        nll = conditional_nll(ratio, denoiser, held, n_candidates=n_candidates, seed=cfg.seed + 1,
+                              schedule=kw.get("schedule"))
         best.curve.append((step, nll))
         if nll < best.nll:
             best.step, best.nll = step, nll
-            state = {k: v.detach().clone() for k, v in ratio.state_dict().items()}
+            state.update({k: v.detach().clone() for k, v in ratio.state_dict().items()})
 
+    callback(0)  # the untrained ratio
     train_ratio_conditional(ratio, denoiser, train, cfg, callback=callback, **kw)
     ratio.load_state_dict(state)
     ratio.eval()
