@@ -9,6 +9,7 @@ import torch
 
 from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, load_matrix
 from gtl_kernels.gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig
+from gtl_kernels.gtl.samplers import one_token_substitutions
 from gtl_kernels.gtl.schedule import LogLinearSchedule, forward_mask, mdlm_loss, sample_times
 from gtl_kernels.gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_domain_classifier,
                                       train_planner, train_ratio_classifier, train_ratio_conditional,
@@ -36,6 +37,59 @@ def test_denoiser_subs_parameterization():
     for l in range(L):
         if z[0, l] != S:  # unmasked positions are copied
             assert logp[0, l, z[0, l]] == 0
+
+
+def _substitution_case(positional, window, layers, length, seed=0):
+    """A float64 scorer with weights large enough that every token matters, and substitutions at both ends and
+    inside (repeated sequences, positions at 0 and L - 1)."""
+    torch.manual_seed(seed)
+    model = SequenceScorer(TrunkConfig(6, length, 32, 4, layers, window=window, positional=positional)).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    z = torch.randint(0, 7, (5, length))  # 6 tokens and the mask
+    seq = torch.tensor([0, 1, 1, 4, 2, 3, 0])
+    pos = torch.tensor([0, length - 1, 3, length // 2, 1, length - 2, 2])
+    cand = torch.randint(0, 6, (7, 6))
+    return model, z, seq, pos, cand
+
+
+def _whole_sequences(model, z, seq, pos, cand):
+    return model(one_token_substitutions(z[seq], pos, cand).view(-1, z.shape[1])).view(cand.shape)
+
+
+@pytest.mark.parametrize("positional", ["relative", "rotary"])
+@pytest.mark.parametrize("window,layers,length", [(1, 2, 20), (2, 1, 12), (1, 3, 30), (1, 2, 9)])
+def test_score_substitutions_is_the_scorer_on_each_substituted_sequence(positional, window, layers, length):
+    """The local-attention shortcut (trunk on each sequence once and on a 4r + 1 crop per candidate) and its
+    fallback (a crop as long as the sequence, L = 9) give the whole-sequence scores and gradients."""
+    model, z, seq, pos, cand = _substitution_case(positional, window, layers, length)
+    got, want = model.score_substitutions(z, seq, pos, cand), _whole_sequences(model, z, seq, pos, cand)
+    assert want.std() > 1e-2  # the candidates' scores differ, so a wrong crop cannot agree by accident
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    params = list(model.parameters())
+    g_got = torch.autograd.grad(got.double().square().sum(), params, allow_unused=True)
+    g_want = torch.autograd.grad(want.double().square().sum(), params, allow_unused=True)
+    for a, b in zip(g_got, g_want):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_score_substitutions_comparison_has_power():
+    """Negative control: a crop computed for one block fewer than the model has (radius 1 instead of 2) disagrees
+    with the whole-sequence scores, so the comparison above detects a crop too short."""
+    model, z, seq, pos, cand = _substitution_case("relative", 1, 2, 20)
+    want = _whole_sequences(model, z, seq, pos, cand)
+    model.cfg.n_layers = 1  # what the shortcut reads for the radius; the model still has 2 blocks
+    assert (model.score_substitutions(z, seq, pos, cand) - want).abs().max() > 1e-3
+
+
+def test_score_substitutions_only_for_local_attention_without_training_dropout():
+    """Global attention, or dropout in training mode (its masks would differ from a whole-sequence pass): no
+    shortcut, so the callers build the substituted sequences (RatioScorer in chunks)."""
+    assert SequenceScorer(TrunkConfig(6, 20, 16, 2, 2)).score_substitutions is None
+    dropped = SequenceScorer(TrunkConfig(6, 20, 16, 2, 2, window=1, dropout=0.5))
+    assert dropped.train().score_substitutions is None
+    assert dropped.eval().score_substitutions is not None
 
 
 def test_schedule_and_mdlm_loss():

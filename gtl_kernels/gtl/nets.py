@@ -220,7 +220,59 @@ class SequenceScorer(_ScalarHead):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` int64 ``[B, L]`` -> fp32 ``[B]``."""
-        return (self.log_scale.exp() * self.head(self.trunk(z).mean(dim=1))).squeeze(-1).float()
+        return self._score(self.trunk(z).mean(dim=1))
+
+    def _score(self, pooled: torch.Tensor) -> torch.Tensor:
+        return (self.log_scale.exp() * self.head(pooled)).squeeze(-1).float()
+
+    @property
+    def score_substitutions(self):
+        """``score_substitutions(z, seq, pos, cand)`` (``RatioScorer``'s substitution-aware protocol) when the
+        trunk's attention is local, else ``None``: callers then build the substituted sequences themselves, in
+        chunks. Also ``None`` in training mode with dropout, whose masks would differ from a whole-sequence pass."""
+        if self.cfg.window <= 0 or (self.training and self.cfg.dropout > 0):
+            return None
+        return self._score_substitutions_locally
+
+    def _score_substitutions_locally(self, z: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor,
+                                     cand: torch.Tensor) -> torch.Tensor:
+        """The scores of ``z[seq[m]]`` with position ``pos[m]`` set to ``cand[m, k]``: fp32 ``[M, K]``, the same
+        function as :meth:`forward` on each substituted sequence, differentiable.
+
+        ``z`` int64 ``[B, L]``; ``seq``, ``pos`` int64 ``[M]``; ``cand`` int64 ``[M, K]``. With local attention
+        (``window`` w > 0, ``n_layers`` blocks) a substitution at ``pos`` changes the features of positions within
+        ``r = w * n_layers`` of it only, and those depend on tokens within ``2r``: the trunk runs once on each
+        sequence of ``z`` and on a ``4r + 1``-token crop around ``pos`` per candidate, and the pooled features are
+        the sequence's sum with the ``2r + 1`` changed positions replaced. The ratio network of ``gtl-markov``
+        (w = 1, 2 blocks, L = 20) then processes 9 tokens per candidate instead of 20. Sequences no longer than
+        the crop: the substituted sequences themselves.
+        """
+        m, k = cand.shape
+        length = z.shape[1]
+        r = self.cfg.window * self.cfg.n_layers
+        crop = 4 * r + 1
+        if crop >= length:
+            sub = z[seq].unsqueeze(1).expand(m, k, length).clone()
+            sub.scatter_(2, pos.view(m, 1, 1).expand(m, k, 1), cand.unsqueeze(-1))
+            return self(sub.view(m * k, length)).view(m, k)
+        dev = z.device
+        feats = self.trunk(z)  # [B, L, d]
+        near = torch.arange(-r, r + 1, device=dev)
+        changed = pos.unsqueeze(1) + near  # [M, 2r + 1] the positions whose features the substitution changes
+        inside = (changed >= 0) & (changed < length)
+        kept = feats[seq].sum(1) - (feats[seq.unsqueeze(1), changed.clamp(0, length - 1)]
+                                    * inside.unsqueeze(-1)).sum(1)  # [M, d]
+        # the crop [start, start + 4r + 1) holds every token within 2r of pos (clamped at the sequence's ends,
+        # where the crop's end is the sequence's)
+        start = (pos - 2 * r).clamp(0, length - crop)
+        tokens = z[seq.unsqueeze(1), start.unsqueeze(1) + torch.arange(crop, device=dev)]  # [M, crop]
+        tokens = tokens.unsqueeze(1).expand(m, k, crop).clone()
+        tokens.scatter_(2, (pos - start).view(m, 1, 1).expand(m, k, 1), cand.unsqueeze(-1))
+        crop_feats = self.trunk(tokens.view(m * k, crop)).view(m, k, crop, -1)
+        at = (changed - start.unsqueeze(1)).clamp(0, crop - 1)  # [M, 2r + 1] in crop coordinates
+        picked = crop_feats.gather(2, at.view(m, 1, -1, 1).expand(m, k, at.shape[1], crop_feats.shape[-1]))
+        changed_sum = (picked * inside.view(m, 1, -1, 1)).sum(2)  # [M, K, d]
+        return self._score((kept.unsqueeze(1) + changed_sum) / length)
 
 
 class Planner(_ScalarHead):

@@ -217,7 +217,11 @@ def _guided_step_inputs(ratio, denoiser, x0: torch.Tensor, gen: torch.Generator,
         # keep the true token as a candidate: it replaces the last top-n slot when missing
         missing = ~(top == true).any(1, keepdim=True)
         cand = torch.cat([top[:, :-1], torch.where(missing, true, top[:, -1:])], 1)
-    rho = ratio(one_token_substitutions(z, pos, cand).view(-1, length)).view(bsz, -1)
+    by_substitution = getattr(ratio, "score_substitutions", None)  # e.g. a local-attention SequenceScorer
+    if by_substitution is not None:
+        rho = by_substitution(z, rows, pos, cand)
+    else:
+        rho = ratio(one_token_substitutions(z, pos, cand).view(-1, length)).view(bsz, -1)
     return logp.gather(1, cand), rho, (cand == true).float().argmax(1)
 
 
