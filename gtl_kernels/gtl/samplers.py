@@ -12,7 +12,8 @@ Model interfaces (networks from :mod:`~gtl_kernels.gtl.nets` and the Markov orac
 * ``ratio(z) -> log-ratio``: float ``[B]``, an estimate of ``log q_t(z) / p_t(z)`` up to a constant. A ratio model
   that can score one-token substitutions without being handed each substituted sequence (one that reuses the
   shared context, or an oracle) may also have ``ratio.score_substitutions(z, seq, pos, cand) -> [M, K]``
-  (:class:`RatioScorer`); it is then called instead of building ``M * K`` sequences.
+  (:class:`RatioScorer`); it is then called instead of building ``M * K`` sequences. An attribute that is ``None``
+  means the model has no such shortcut (e.g. a ``SequenceScorer`` with global attention).
 * ``planner(z) -> position logits``: float ``[B, L]``.
 
 Seeds (KERNEL_SPEC §3): a sampler call takes one integer ``seed``; sequence ``i`` of the call (its global index,
