@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .samplers import one_token_substitutions
+
 
 @dataclasses.dataclass
 class TrunkConfig:
@@ -252,22 +254,19 @@ class SequenceScorer(_ScalarHead):
         r = self.cfg.window * self.cfg.n_layers
         crop = 4 * r + 1
         if crop >= length:
-            sub = z[seq].unsqueeze(1).expand(m, k, length).clone()
-            sub.scatter_(2, pos.view(m, 1, 1).expand(m, k, 1), cand.unsqueeze(-1))
-            return self(sub.view(m * k, length)).view(m, k)
+            return self(one_token_substitutions(z[seq], pos, cand).view(m * k, length)).view(m, k)
         dev = z.device
         feats = self.trunk(z)  # [B, L, d]
         near = torch.arange(-r, r + 1, device=dev)
         changed = pos.unsqueeze(1) + near  # [M, 2r + 1] the positions whose features the substitution changes
         inside = (changed >= 0) & (changed < length)
-        kept = feats[seq].sum(1) - (feats[seq.unsqueeze(1), changed.clamp(0, length - 1)]
+        kept = feats.sum(1)[seq] - (feats[seq.unsqueeze(1), changed.clamp(0, length - 1)]
                                     * inside.unsqueeze(-1)).sum(1)  # [M, d]
         # the crop [start, start + 4r + 1) holds every token within 2r of pos (clamped at the sequence's ends,
         # where the crop's end is the sequence's)
         start = (pos - 2 * r).clamp(0, length - crop)
         tokens = z[seq.unsqueeze(1), start.unsqueeze(1) + torch.arange(crop, device=dev)]  # [M, crop]
-        tokens = tokens.unsqueeze(1).expand(m, k, crop).clone()
-        tokens.scatter_(2, (pos - start).view(m, 1, 1).expand(m, k, 1), cand.unsqueeze(-1))
+        tokens = one_token_substitutions(tokens, pos - start, cand)  # [M, K, crop]
         crop_feats = self.trunk(tokens.view(m * k, crop)).view(m, k, crop, -1)
         at = (changed - start.unsqueeze(1)).clamp(0, crop - 1)  # [M, 2r + 1] in crop coordinates
         picked = crop_feats.gather(2, at.view(m, 1, -1, 1).expand(m, k, at.shape[1], crop_feats.shape[-1]))
