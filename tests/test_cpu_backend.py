@@ -111,11 +111,11 @@ def test_agreement_with_the_reference_on_random_inputs(record_property, capsys):
     near_tie_mismatches = 0
     for i, (n, v, dtype, bias, top_k) in enumerate(
         [
-            (6000, 3000, torch.float32, False, 0),
-            (6000, 3000, torch.bfloat16, True, 0),
-            (4000, 5000, torch.float16, True, 0),
-            (4000, 2049, torch.float32, True, 100),
-            (600, 30522, torch.bfloat16, False, 0),
+            (3000, 3000, torch.float32, False, 0),  # 10,300 rows: the 99.99% bound allows one disagreement
+            (3000, 3000, torch.bfloat16, True, 0),
+            (2000, 5000, torch.float16, True, 0),
+            (2000, 2049, torch.float32, True, 100),
+            (300, 30522, torch.bfloat16, False, 0),
         ]
     ):
         x, b, gamma, temperature, seeds = _inputs(n, v, dtype, bias, seed=100 + i)

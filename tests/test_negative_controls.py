@@ -81,7 +81,7 @@ def _race_hits(draws, tail_gap, n_tail, uniform_bits, seed=0):
 
 
 def test_deep_tail_check_rejects_float32_uniforms():
-    """The deep-tail check of test_sample (2M draws, Poisson bounds) passes an exact race and rejects the same race
+    """The deep-tail check of test_sample (800k draws, Poisson bounds) passes an exact race and rejects the same race
     fed float32 uniforms."""
     row = deep_tail_row()
     expected = DEEP_TAIL_DRAWS * oracle_probs(row)[0, 1:].sum()

@@ -46,7 +46,9 @@ def test_chi_square_across_chunks(backend):
     logits = torch.full((1, v), -math.inf)
     hot = torch.tensor([3, 700, 1023, 1024, 1500, 2047, 2048, 2499])
     logits[0, hot] = torch.tensor([0.0, 1.0, -0.5, 0.3, 2.0, -1.0, 0.5, 1.5])
-    tokens = draw_many(backend, logits.to(backend.device), _draws(backend, 40_000))
+    # the reference at 5,000 draws: its two-level race is the compiled backends' bit for bit, checked with 40,000
+    draws = 5_000 if backend.name == "torch" else _draws(backend, 40_000)
+    tokens = draw_many(backend, logits.to(backend.device), draws)
     counts = np.bincount(tokens.cpu().numpy(), minlength=v)
     probs = oracle_probs(logits)[0]
     assert counts[probs == 0].sum() == 0
@@ -85,10 +87,10 @@ def test_tail_hits(backend):
 
 @pytest.mark.slow
 def test_deep_tail_hits(backend):
-    """Tokens 19 nats below the head (p ~ 5.6e-9 each, beyond float32 uniforms): drawn at their rate over 2M draws of
-    a stride-0 row (expected ~46 hits; test_negative_controls shows float32 uniforms fail this check)."""
+    """Tokens 18 nats below the head (p ~ 1.5e-8 each, beyond float32 uniforms): drawn at their rate over 800k draws
+    of a stride-0 row (expected ~50 hits; test_negative_controls shows float32 uniforms fail this check)."""
     if backend.name == "torch" or backend.interpreted:
-        pytest.skip("8e9 score reads: too slow for the float64 reference and the interpreter")
+        pytest.skip("3e9 score reads: too slow for the float64 reference and the interpreter")
     row = deep_tail_row(backend.device)
     logits = row.expand(DEEP_TAIL_DRAWS, DEEP_TAIL_V)  # stride 0: no copy
     keys = torch.arange(DEEP_TAIL_DRAWS, dtype=torch.int64, device=backend.device)

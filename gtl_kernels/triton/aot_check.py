@@ -223,6 +223,10 @@ class _Recorder:
         return _Bound(self, fn)
 
 
+_BINDERS: dict = {}  # (kernel, GPUTarget) -> Triton's argument binder
+_PACKED: dict = {}  # (kernel, target, specialization, options) -> (launch key, signature, constexprs, attrs, options)
+
+
 class _Bound:
     def __init__(self, rec: _Recorder, fn):
         self.rec, self.fn = rec, fn
@@ -234,13 +238,22 @@ class _Bound:
         from triton.runtime.jit import create_function_from_signature
 
         fn, backend = self.fn, self.rec.backend
-        binder = create_function_from_signature(fn.signature, fn.params, backend)
-        bound, specialization, options = binder(*args, **kwargs)
-        options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
-        opts = options.__dict__
-        key = (fn.__name__, tuple(signature.items()), tuple(sorted((k, _plain(v)) for k, v in constexprs.items())),
-               repr(sorted(attrs.items())), opts["num_warps"], opts["num_stages"])
-        launch = self.rec.sink.setdefault(key, Launch(fn, signature, constexprs, attrs, dict(opts), key))
+        key = (fn, backend.target)  # building a binder execs generated code: once per kernel and target
+        if key not in _BINDERS:
+            _BINDERS[key] = create_function_from_signature(fn.signature, fn.params, backend)
+        bound, specialization, options = _BINDERS[key](*args, **kwargs)
+        # what the compilation depends on: the specialization (argument types, alignment, constexpr values) and the
+        # launch options; packing the arguments is the slow part of recording, so it is done once per distinct pair
+        packed_key = (key, repr(specialization), repr(sorted(options.items())))
+        if packed_key not in _PACKED:
+            options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+            opts = options.__dict__
+            _PACKED[packed_key] = (
+                (fn.__name__, tuple(signature.items()), tuple(sorted((k, _plain(v)) for k, v in constexprs.items())),
+                 repr(sorted(attrs.items())), opts["num_warps"], opts["num_stages"]),
+                signature, constexprs, attrs, dict(opts))
+        launch_key, signature, constexprs, attrs, opts = _PACKED[packed_key]
+        launch = self.rec.sink.setdefault(launch_key, Launch(fn, signature, constexprs, attrs, opts, launch_key))
         launch.cases.append(self.rec.case)
 
 
@@ -307,15 +320,16 @@ def select(launches: list[Launch], preferred: set) -> list[Launch]:
     compiled, until every value that any launch of the kernel has is covered. Ties go to the launches whose key is
     in ``preferred`` (the benchmark's configurations), then to the earlier launch of the grid."""
     chosen = []
+    feats = {id(la): features(la) for la in launches}
     for name in dict.fromkeys(la.name for la in launches):
         pool = [la for la in launches if la.name == name]
         covered: set = set()
         while pool:
-            best = max(pool, key=lambda la: (len(features(la) - covered), la.key in preferred))
-            if not features(best) - covered:
+            best = max(pool, key=lambda la: (len(feats[id(la)] - covered), la.key in preferred))
+            if not feats[id(best)] - covered:
                 break
             chosen.append(best)
-            covered |= features(best)
+            covered |= feats[id(best)]
             pool.remove(best)
     return chosen
 
