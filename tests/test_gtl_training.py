@@ -60,11 +60,12 @@ def _whole_sequences(model, z, seq, pos, cand):
 @pytest.mark.parametrize("positional", ["relative", "rotary"])
 @pytest.mark.parametrize("window,layers,length", [(1, 2, 20), (2, 1, 12), (1, 3, 30), (1, 2, 9)])
 def test_score_substitutions_is_the_scorer_on_each_substituted_sequence(positional, window, layers, length):
-    """The local-attention shortcut (trunk on each sequence once and on a 4r + 1 crop per candidate) and its
-    fallback (a crop as long as the sequence, L = 9) give the whole-sequence scores and gradients."""
+    """The local-attention shortcut (trunk on each sequence once, then per candidate each block at its changed
+    positions only) gives the whole-sequence scores and gradients, with substitutions at both ends and inside, and
+    on sequences no longer than the changed region (L = 9)."""
     model, z, seq, pos, cand = _substitution_case(positional, window, layers, length)
     got, want = model.score_substitutions(z, seq, pos, cand), _whole_sequences(model, z, seq, pos, cand)
-    assert want.std() > 1e-2  # the candidates' scores differ, so a wrong crop cannot agree by accident
+    assert want.std() > 1e-2  # the candidates' scores differ, so a wrong region cannot agree by accident
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     params = list(model.parameters())
     g_got = torch.autograd.grad(got.double().square().sum(), params, allow_unused=True)
@@ -75,12 +76,13 @@ def test_score_substitutions_is_the_scorer_on_each_substituted_sequence(position
 
 
 def test_score_substitutions_comparison_has_power():
-    """Negative control: a crop computed for one block fewer than the model has (radius 1 instead of 2) disagrees
-    with the whole-sequence scores, so the comparison above detects a crop too short."""
+    """Negative control: a changed region that does not grow with depth (only ``pos`` itself recomputed, the
+    neighbours' changes ignored) disagrees with the whole-sequence scores, so the comparison above detects a region
+    too small."""
     model, z, seq, pos, cand = _substitution_case("relative", 1, 2, 20)
     want = _whole_sequences(model, z, seq, pos, cand)
-    model.cfg.n_layers = 1  # what the shortcut reads for the radius; the model still has 2 blocks
-    assert (model.score_substitutions(z, seq, pos, cand) - want).abs().max() > 1e-3
+    got = model._score_substitutions_locally(z, seq, pos, cand, reach=0)
+    assert (got - want).abs().max() > 1e-3
 
 
 def test_score_substitutions_only_for_local_attention_without_training_dropout():

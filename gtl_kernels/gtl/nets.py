@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .samplers import one_token_substitutions
 
 
 @dataclasses.dataclass
@@ -133,7 +132,9 @@ class Trunk(nn.Module):
             nn.init.zeros_(self.ada_f.weight)
             nn.init.zeros_(self.ada_f.bias)
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, t: torch.Tensor | None = None, *, keep: list | None = None) -> torch.Tensor:
+        """``z`` int64 ``[B, L]`` (and ``t`` float ``[B]`` when conditioned) -> ``[B, L, d]``. ``keep``: a list
+        that receives each block's input and the last block's output (``n_layers + 1`` tensors ``[B, L, d]``)."""
         if z.shape[1] > self.cfg.max_len:
             raise ValueError(f"sequence length {z.shape[1]} exceeds max_len {self.cfg.max_len}")
         x = self.tok(z)
@@ -151,7 +152,11 @@ class Trunk(nn.Module):
                 raise ValueError("this model is time-conditioned: pass t (float [B])")
             c = F.silu(self.t_mlp(timestep_embedding(t.to(x.device), self.cfg.d_model)))
         for blk in self.blocks:
+            if keep is not None:
+                keep.append(x)
             x = blk(x, c, pos)
+        if keep is not None:
+            keep.append(x)
         x = self.ln_f(x)
         if c is not None:
             shift, scale = self.ada_f(c).unsqueeze(1).chunk(2, dim=-1)
@@ -237,41 +242,74 @@ class SequenceScorer(_ScalarHead):
         return self._score_substitutions_locally
 
     def _score_substitutions_locally(self, z: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor,
-                                     cand: torch.Tensor) -> torch.Tensor:
+                                     cand: torch.Tensor, *, reach: int | None = None) -> torch.Tensor:
         """The scores of ``z[seq[m]]`` with position ``pos[m]`` set to ``cand[m, k]``: fp32 ``[M, K]``, the same
         function as :meth:`forward` on each substituted sequence, differentiable.
 
         ``z`` int64 ``[B, L]``; ``seq``, ``pos`` int64 ``[M]``; ``cand`` int64 ``[M, K]``. With local attention
-        (``window`` w > 0, ``n_layers`` blocks) a substitution at ``pos`` changes the features of positions within
-        ``r = w * n_layers`` of it only, and those depend on tokens within ``2r``: the trunk runs once on each
-        sequence of ``z`` and on a ``4r + 1``-token crop around ``pos`` per candidate, and the pooled features are
-        the sequence's sum with the ``2r + 1`` changed positions replaced. The ratio network of ``gtl-markov``
-        (w = 1, 2 blocks, L = 20) then processes 9 tokens per candidate instead of 20. Sequences no longer than
-        the crop: the substituted sequences themselves.
+        (window w > 0) a substitution at ``pos`` changes the output of block ``l`` (from 1) at positions within
+        ``l * w`` of ``pos`` only; everything else is the unsubstituted sequence's. So the trunk runs once on each
+        sequence of ``z``, keeping every block's input, and per candidate each block computes only its changed
+        positions, attending to the changed inputs and to the kept ones of the neighbours within ``w``. The pooled
+        features are the sequence's sum with the changed final positions replaced. For the ratio network of
+        ``gtl-markov`` (w = 1, 2 blocks, L = 20) a candidate costs the blocks of 3 + 5 positions (attending to 5 + 7
+        inputs) instead of 2 x 20 for its whole sequence. ``reach``
+        (default w) is how far the changed region grows per block; only the tests set it, to show that a region
+        that grows too slowly is caught.
         """
         m, k = cand.shape
         length = z.shape[1]
-        r = self.cfg.window * self.cfg.n_layers
-        crop = 4 * r + 1
-        if crop >= length:
-            return self(one_token_substitutions(z[seq], pos, cand).view(m * k, length)).view(m, k)
-        dev = z.device
-        feats = self.trunk(z)  # [B, L, d]
-        near = torch.arange(-r, r + 1, device=dev)
-        changed = pos.unsqueeze(1) + near  # [M, 2r + 1] the positions whose features the substitution changes
-        inside = (changed >= 0) & (changed < length)
+        w, grow = self.cfg.window, self.cfg.window if reach is None else reach
+        trunk, dev = self.trunk, z.device
+        kept_inputs: list = []
+        feats = trunk(z, keep=kept_inputs)  # [B, L, d]
+        d = feats.shape[-1]
+        x = trunk.tok(cand).unsqueeze(2)  # [M, K, 1, d]: block 0's changed input, the candidate at pos
+        c = 0  # x covers offsets [-c, c] around pos
+        for i, blk in enumerate(trunk.blocks):
+            c_out, span = c + grow, c + grow + w  # the block's changed outputs, and the inputs they attend to
+            koff = torch.arange(-span, span + 1, device=dev)
+            qoff = koff[w:-w]  # [-c_out, c_out]
+            kpos, qpos = pos.unsqueeze(1) + koff, pos.unsqueeze(1) + qoff  # [M, nk], [M, nq]
+            kvalid, qvalid = (kpos >= 0) & (kpos < length), (qpos >= 0) & (qpos < length)
+            base = kept_inputs[i][seq.unsqueeze(1), kpos.clamp(0, length - 1)].unsqueeze(1)  # [M, 1, nk, d]
+            side = span - c
+            inputs = torch.cat([base[:, :, :side].expand(m, k, side, d), x,
+                                base[:, :, side + 2 * c + 1:].expand(m, k, side, d)], 2)  # [M, K, nk, d]
+            x = self._block_at(blk, inputs, w, koff, qoff, kpos, qpos, kvalid, qvalid)
+            c = c_out
+        final = trunk.ln_f(x)  # [M, K, 2c + 1, d]
+        changed = pos.unsqueeze(1) + torch.arange(-c, c + 1, device=dev)  # [M, 2c + 1]
+        inside = ((changed >= 0) & (changed < length)).to(feats.dtype)
         kept = feats.sum(1)[seq] - (feats[seq.unsqueeze(1), changed.clamp(0, length - 1)]
                                     * inside.unsqueeze(-1)).sum(1)  # [M, d]
-        # the crop [start, start + 4r + 1) holds every token within 2r of pos (clamped at the sequence's ends,
-        # where the crop's end is the sequence's)
-        start = (pos - 2 * r).clamp(0, length - crop)
-        tokens = z[seq.unsqueeze(1), start.unsqueeze(1) + torch.arange(crop, device=dev)]  # [M, crop]
-        tokens = one_token_substitutions(tokens, pos - start, cand)  # [M, K, crop]
-        crop_feats = self.trunk(tokens.view(m * k, crop)).view(m, k, crop, -1)
-        at = (changed - start.unsqueeze(1)).clamp(0, crop - 1)  # [M, 2r + 1] in crop coordinates
-        picked = crop_feats.gather(2, at.view(m, 1, -1, 1).expand(m, k, at.shape[1], crop_feats.shape[-1]))
-        changed_sum = (picked * inside.view(m, 1, -1, 1)).sum(2)  # [M, K, d]
+        changed_sum = (final * inside.view(m, 1, -1, 1)).sum(2)  # [M, K, d]
         return self._score((kept.unsqueeze(1) + changed_sum) / length)
+
+    def _block_at(self, blk: Block, inputs: torch.Tensor, w: int, koff, qoff, kpos, qpos, kvalid, qvalid):
+        """``blk`` at the query positions only (the middle ``nq`` of the ``nk`` inputs ``[M, K, nk, d]``), each
+        attending to the inputs within ``w`` of it that lie in the sequence -> ``[M, K, nq, d]``. A query outside
+        the sequence attends to its whole window, so that its (unused) output stays finite."""
+        m, k, nk, d = inputs.shape
+        nq, heads = qoff.numel(), blk.n_heads
+        q, kk, v = blk.qkv(blk.ln1(inputs)).view(m, k, nk, 3, heads, d // heads).permute(3, 0, 1, 4, 2, 5)
+        q = q[..., w:w + nq, :]  # [M, K, H, nq, hd]
+        in_window = (qoff.unsqueeze(1) - koff.unsqueeze(0)).abs() <= w  # [nq, nk]
+        allowed = in_window & (kvalid.unsqueeze(1) | ~qvalid.unsqueeze(2))  # [M, nq, nk]
+        allowed = allowed.view(m, 1, 1, nq, nk)
+        if blk.rel is None:
+            trunk = self.trunk
+            cos_k, sin_k = (t[kpos.clamp(0, t.shape[0] - 1)].view(m, 1, 1, nk, -1)
+                            for t in (trunk.rope_cos, trunk.rope_sin))
+            q = apply_rotary(q, cos_k[..., w:w + nq, :], sin_k[..., w:w + nq, :])
+            kk = apply_rotary(kk, cos_k, sin_k)
+            mask = allowed
+        else:
+            rel = (qoff.unsqueeze(1) - koff.unsqueeze(0) + self.cfg.max_len - 1).clamp(0, blk.rel.shape[1] - 1)
+            mask = blk.rel[:, rel].masked_fill(~allowed, -math.inf)  # [M, 1, H, nq, nk]
+        out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)  # [M, K, H, nq, hd]
+        x = inputs[:, :, w:w + nq] + blk.drop(blk.proj(out.transpose(2, 3).reshape(m, k, nq, d)))
+        return x + blk.drop(blk.mlp(blk.ln2(x)))
 
 
 class Planner(_ScalarHead):
