@@ -54,7 +54,7 @@ fuzz: setup
 		GTL_FUZZ_REPORT=results/fuzz.json $(PY) -m pytest tests/test_fuzz.py tests/test_fuzz_regressions.py -q
 
 # the kernels on a small guided distribution, then the GTL Markov-chain experiment (the default run: 3 seeds,
-# about 5-6 minutes on 2 cores; `.venv/bin/gtl-markov --quick` is a 30-second smoke run)
+# about 5-7 minutes on 2 cores; `.venv/bin/gtl-markov --quick` is a 30-second smoke run)
 demo: setup
 	$(PY) -m gtl_kernels.demo
 	$(VENV)/bin/gtl-markov --out results/markov

@@ -12,7 +12,7 @@ guided by a ratio network trained on source and target data). Each is scored by 
 its samples against the true target (mean diagonal, mean absolute error, row-averaged KL) and by its copy rate (the
 share of samples identical to a training target sequence), printed next to the paper's values; JSON and a PNG of the
 estimated matrices go to ``--out``. The default run (3 seeds, one worker process per seed, ``--jobs``) takes about
-5 minutes on a 2-core CPU; its results and the design behind its defaults are in ``docs/GTL.md``.
+5-7 minutes on a 2-core CPU; its results and the design behind its defaults are in ``docs/GTL.md``.
 
 Failure: the source never emits one state that the target uses; GTL is swept over gamma (see ``failure`` below).
 
