@@ -15,7 +15,6 @@ from torch import nn
 from torch.nn import functional as F
 
 
-
 @dataclasses.dataclass
 class TrunkConfig:
     """Transformer size. ``cond`` switches AdaLN conditioning on a scalar (the diffusion time) on."""
@@ -107,6 +106,34 @@ class Block(nn.Module):
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(c).unsqueeze(1).chunk(6, dim=-1)
         x = x + (1 + g1) * self.drop(self._attn(self.ln1(x) * (1 + sc1) + sh1, pos))
         return x + (1 + g2) * self.drop(self.mlp(self.ln2(x) * (1 + sc2) + sh2))
+
+    def at_queries(self, inputs: torch.Tensor, w: int, koff, qoff, kpos, kvalid, qvalid, rope, max_len: int):
+        """The block (unconditioned) at the query positions only: the middle ``nq`` of the ``nk`` inputs
+        ``[M, K, nk, d]`` (offsets ``qoff`` and ``koff`` around each row's position; absolute positions ``kpos``
+        ``[M, nk]``), each attending to the inputs within ``w`` of it that lie in the sequence -> ``[M, K, nq, d]``.
+        A query outside the sequence attends to its whole window, so that its (unused) output stays finite.
+        ``rope``: the trunk's rotary ``(cos, sin)`` tables; ``max_len`` indexes the relative-position bias."""
+        if self.ada is not None:
+            raise ValueError("at_queries: only for blocks without time conditioning")
+        m, k, nk, d = inputs.shape
+        nq = qoff.numel()
+        qkv = self.qkv(self.ln1(inputs)).view(m, k, nk, 3, self.n_heads, d // self.n_heads)
+        q, kk, v = qkv.permute(3, 0, 1, 4, 2, 5)
+        q = q[..., w:w + nq, :]  # [M, K, H, nq, hd]
+        in_window = (qoff.unsqueeze(1) - koff.unsqueeze(0)).abs() <= w  # [nq, nk]
+        allowed = in_window & (kvalid.unsqueeze(1) | ~qvalid.unsqueeze(2))  # [M, nq, nk]
+        allowed = allowed.view(m, 1, 1, nq, nk)
+        if self.rel is None:
+            cos_k, sin_k = (t[kpos.clamp(0, t.shape[0] - 1)].view(m, 1, 1, nk, -1) for t in rope)
+            q = apply_rotary(q, cos_k[..., w:w + nq, :], sin_k[..., w:w + nq, :])
+            kk = apply_rotary(kk, cos_k, sin_k)
+            mask = allowed
+        else:
+            rel = (qoff.unsqueeze(1) - koff.unsqueeze(0) + max_len - 1).clamp(0, self.rel.shape[1] - 1)
+            mask = self.rel[:, rel].masked_fill(~allowed, -math.inf)  # [M, 1, H, nq, nk]
+        out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)  # [M, K, H, nq, hd]
+        x = inputs[:, :, w:w + nq] + self.drop(self.proj(out.transpose(2, 3).reshape(m, k, nq, d)))
+        return x + self.drop(self.mlp(self.ln2(x)))
 
 
 class Trunk(nn.Module):
@@ -276,7 +303,8 @@ class SequenceScorer(_ScalarHead):
             side = span - c
             inputs = torch.cat([base[:, :, :side].expand(m, k, side, d), x,
                                 base[:, :, side + 2 * c + 1:].expand(m, k, side, d)], 2)  # [M, K, nk, d]
-            x = self._block_at(blk, inputs, w, koff, qoff, kpos, qpos, kvalid, qvalid)
+            x = blk.at_queries(inputs, w, koff, qoff, kpos, kvalid, qvalid,
+                               (trunk.rope_cos, trunk.rope_sin), self.cfg.max_len)
             c = c_out
         final = trunk.ln_f(x)  # [M, K, 2c + 1, d]
         changed = pos.unsqueeze(1) + torch.arange(-c, c + 1, device=dev)  # [M, 2c + 1]
@@ -285,32 +313,6 @@ class SequenceScorer(_ScalarHead):
                                     * inside.unsqueeze(-1)).sum(1)  # [M, d]
         changed_sum = (final * inside.view(m, 1, -1, 1)).sum(2)  # [M, K, d]
         return self._score((kept.unsqueeze(1) + changed_sum) / length)
-
-    def _block_at(self, blk: Block, inputs: torch.Tensor, w: int, koff, qoff, kpos, qpos, kvalid, qvalid):
-        """``blk`` at the query positions only (the middle ``nq`` of the ``nk`` inputs ``[M, K, nk, d]``), each
-        attending to the inputs within ``w`` of it that lie in the sequence -> ``[M, K, nq, d]``. A query outside
-        the sequence attends to its whole window, so that its (unused) output stays finite."""
-        m, k, nk, d = inputs.shape
-        nq, heads = qoff.numel(), blk.n_heads
-        q, kk, v = blk.qkv(blk.ln1(inputs)).view(m, k, nk, 3, heads, d // heads).permute(3, 0, 1, 4, 2, 5)
-        q = q[..., w:w + nq, :]  # [M, K, H, nq, hd]
-        in_window = (qoff.unsqueeze(1) - koff.unsqueeze(0)).abs() <= w  # [nq, nk]
-        allowed = in_window & (kvalid.unsqueeze(1) | ~qvalid.unsqueeze(2))  # [M, nq, nk]
-        allowed = allowed.view(m, 1, 1, nq, nk)
-        if blk.rel is None:
-            trunk = self.trunk
-            cos_k, sin_k = (t[kpos.clamp(0, t.shape[0] - 1)].view(m, 1, 1, nk, -1)
-                            for t in (trunk.rope_cos, trunk.rope_sin))
-            q = apply_rotary(q, cos_k[..., w:w + nq, :], sin_k[..., w:w + nq, :])
-            kk = apply_rotary(kk, cos_k, sin_k)
-            mask = allowed
-        else:
-            rel = (qoff.unsqueeze(1) - koff.unsqueeze(0) + self.cfg.max_len - 1).clamp(0, blk.rel.shape[1] - 1)
-            mask = blk.rel[:, rel].masked_fill(~allowed, -math.inf)  # [M, 1, H, nq, nk]
-        out = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)  # [M, K, H, nq, hd]
-        x = inputs[:, :, w:w + nq] + blk.drop(blk.proj(out.transpose(2, 3).reshape(m, k, nq, d)))
-        return x + blk.drop(blk.mlp(blk.ln2(x)))
-
 
 class Planner(_ScalarHead):
     """Position scores: fp32 ``[B, L]``, the logit that the frozen denoiser's argmax is right at each position."""
