@@ -24,7 +24,9 @@ def extensions():
     from torch.utils import cpp_extension
 
     include = [os.path.abspath("csrc/include")]
-    cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
+    # -g0: Python's own CFLAGS carry -g; without debug info each op file compiles about 25% faster and the extension
+    # is 25x smaller (measured with g++ 12: sample.cpp 30 -> 23 s, its object 8.2 MB -> 0.3 MB). The code is the same.
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-ffp-contract=off"]
     cpu = cpp_extension.CppExtension(
         "gtl_kernels._C",
         sources=["csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))],
@@ -45,7 +47,7 @@ def extensions():
                 "gtl_kernels._C_cuda",
                 sources=sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
                 include_dirs=include,
-                extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+                extra_compile_args={"cxx": ["-O3", "-g0"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
             )
         )
     build_ext = cpp_extension.BuildExtension.with_options(use_ninja=True)
