@@ -120,3 +120,28 @@ def test_one_kernel_through_the_compiler_sm90():
     assert loop["load_ops"] == "2 LDG.E.128" and loop["loads_per_element"] == 0.125
     assert loop["ex2"] == 1.0
     assert 2 <= loop["instr_hot"] <= loop["instr_body"] < 100
+
+
+def test_shared_plan_claims_and_merge(tmp_path):
+    """--claim: each launch goes to the first process that claims it; --merge: the parts in plan order, and a refusal
+    when they miss a launch, repeat one or were planned differently."""
+    from gtl_kernels.triton.aot_check import Result, _claim, merge
+
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    assert _claim(str(claims), 3) and not _claim(str(claims), 3) and _claim(str(claims), 4)
+
+    def part(name, indices, fingerprint="f", planned=3):
+        results = {str(i): Result(f"k{i}", "", 90, 1, "", 0.0, regs=10 + i).__dict__ for i in indices}
+        path = tmp_path / name
+        path.write_text(json.dumps({"fingerprint": fingerprint, "planned": planned, "seconds": 1.0 + len(indices),
+                                    "results": results}))
+        return str(path)
+
+    results, seconds = merge([part("a", [2, 0]), part("b", [1])])
+    assert [r.kernel for r in results] == ["k0", "k1", "k2"] and seconds == 3.0
+    for bad in ([part("c", [0]), part("d", [1])],  # launch 2 compiled by nobody
+                [part("e", [0, 1]), part("f", [1, 2])],  # launch 1 twice
+                [part("g", [0, 1]), part("h", [2], fingerprint="other")]):
+        with pytest.raises(SystemExit):
+            merge(bad)

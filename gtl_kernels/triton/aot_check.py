@@ -12,6 +12,10 @@ reports for a kernel with a stack frame; a frame without them is a call frame, n
 the architecture's per-block limit. ``--markdown FILE`` writes the table between ``<!-- triton-aot:begin -->`` and
 ``<!-- triton-aot:end -->``. The hot loops' SASS is read by ``sass.py``.
 
+Processes can share one plan: each started with ``--claim DIR --save FILE`` compiles the launches it claims first
+(a file per launch in DIR), so a process that starts late or ends early only takes fewer; ``--merge FILE...`` then
+reports them together and fails unless they cover the plan exactly once (CI: one process in each lane).
+
 Runs in its own process: under ``TRITON_INTERPRET=1`` the kernels are Python functions, so the module re-executes
 itself without it. The Triton cache goes to a fresh temporary directory (nothing is reused across runs).
 """
@@ -22,7 +26,9 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import itertools
+import json
 import multiprocessing
 import os
 import re
@@ -479,15 +485,34 @@ def plan(archs, case_list, full: bool) -> list[tuple[int, Launch]]:
     return out
 
 
-def run(launches: list[tuple[int, Launch]], jobs: int, progress=print) -> list[Result]:
-    """Compile ``launches`` in ``jobs`` processes."""
+def fingerprint(launches: list[tuple[int, Launch]]) -> str:
+    """A digest of the plan: processes that share a claim directory must have planned the same launches."""
+    text = "\n".join(f"sm_{arch} {la.name} {la.config()}" for arch, la in launches)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _claim(directory: str, i: int) -> bool:
+    """True for the one process that creates ``directory/i`` first (O_EXCL is atomic on a local file system)."""
+    try:
+        os.close(os.open(os.path.join(directory, str(i)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def run(launches: list[tuple[int, Launch]], jobs: int, progress=print, claim: str | None = None) -> list:
+    """Compile ``launches`` in ``jobs`` processes. With ``claim`` (one process), only the launches this process
+    claims in that directory before any other process does; the others' entries stay None."""
     _LAUNCHES.clear()
     _LAUNCHES.extend(launches)
     order = sorted(range(len(_LAUNCHES)), key=lambda i: -_cost_guess(_LAUNCHES[i][1]))
-    progress(f"aot_check: {len(_LAUNCHES)} compilations, {jobs} processes", flush=True)
+    progress(f"aot_check: {len(_LAUNCHES)} compilations, {jobs} processes"
+             + (f", shared through {claim}" if claim else ""), flush=True)
     results: list = [None] * len(_LAUNCHES)
-    if jobs <= 1:
+    if claim or jobs <= 1:
         for done, i in enumerate(order, 1):
+            if claim and not _claim(claim, i):
+                continue
             results[i] = res = compile_launch(i)[0]
             progress(f"[{done}/{len(order)}] {res.line()}", flush=True)
     else:
@@ -603,7 +628,20 @@ def main(argv=None) -> int:
     p.add_argument("--op", action="append", help="only these ops")
     p.add_argument("--markdown", help="write the table into this file (between the triton-aot markers)")
     p.add_argument("--list", action="store_true", help="print the configurations to compile, compile nothing")
+    p.add_argument("--claim", metavar="DIR",
+                   help="share the plan with the other processes started with this directory: each compilation is "
+                        "done by the process that claims it first (one process each; needs --save)")
+    p.add_argument("--save", metavar="FILE", help="write this process's results as JSON (with --claim)")
+    p.add_argument("--merge", nargs="+", metavar="FILE",
+                   help="compile nothing: report the results --save wrote, and fail unless together they cover the "
+                        "plan exactly once")
     args = p.parse_args(argv)
+    if bool(args.claim) != bool(args.save):
+        p.error("--claim and --save go together")
+    if args.merge:
+        return _report(*merge(args.merge), args.markdown)
+    if args.claim:
+        os.makedirs(args.claim, exist_ok=True)
 
     with fresh_cache():
         t0 = time.perf_counter()
@@ -614,15 +652,42 @@ def main(argv=None) -> int:
             for arch, la in launches:
                 print(f"sm_{arch} {la.name} {la.config()}  [{len(la.cases)} calls, e.g. {la.cases[0].describe()}]")
             return 0
-        results = run(launches, args.jobs)
+        results = run(launches, 1 if args.claim else args.jobs, claim=args.claim)
         seconds = time.perf_counter() - t0
+    if args.save:
+        part = {"fingerprint": fingerprint(launches), "planned": len(launches), "seconds": seconds,
+                "results": {str(i): dataclasses.asdict(r) for i, r in enumerate(results) if r is not None}}
+        Path(args.save).write_text(json.dumps(part))
+        mine = [r for r in results if r is not None]
+        print(summary(mine, seconds) if mine else "- no compilation claimed")
+        return 1 if any(r.problems() for r in mine) else 0
+    return _report(results, seconds, args.markdown)
+
+
+def merge(paths: list[str]) -> tuple[list[Result], float]:
+    """The results of the processes that shared a plan (``--claim``/``--save``), in plan order, and the longest
+    process's wall time. Raises SystemExit unless they planned the same launches and cover each exactly once."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    if len({(q["fingerprint"], q["planned"]) for q in parts}) != 1:
+        raise SystemExit(f"aot_check: {', '.join(paths)} were planned differently")
+    planned = parts[0]["planned"]
+    indices = [int(i) for q in parts for i in q["results"]]
+    missing = sorted(set(range(planned)) - set(indices))
+    if missing or len(indices) != len(set(indices)):
+        raise SystemExit(f"aot_check: the parts cover {len(set(indices))} of {planned} compilations "
+                         f"(missing {missing[:10]}), {len(indices) - len(set(indices))} twice")
+    by_index = {int(i): Result(**d) for q in parts for i, d in q["results"].items()}
+    return [by_index[i] for i in range(planned)], max(q["seconds"] for q in parts)
+
+
+def _report(results: list[Result], seconds: float, markdown: str | None) -> int:
     print(table(results))
     print(summary(results, seconds))
     failed = [(r, p) for r in results for p in r.problems()]
     for r, problem in failed:
         print(f"aot_check: sm_{r.arch} {r.kernel} [{r.config}] ({r.example}): {problem}", file=sys.stderr)
-    if args.markdown:
-        write_section(args.markdown, MARK_TABLE, _doc_block(results, seconds))
+    if markdown:
+        write_section(markdown, MARK_TABLE, _doc_block(results, seconds))
     return 1 if failed else 0
 
 
