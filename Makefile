@@ -16,7 +16,7 @@ TORCH_PIN := torch==2.13.0
 # tools, and `build` for scripts/sdist_check.sh.
 DEPS := triton==3.6.0 "numpy<2.4" scipy tqdm matplotlib pytest pytest-benchmark hypothesis pybind11 ninja \
 	"setuptools>=64" wheel build
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/include/gtl/*)
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/include/gtl/*)
 
 .PHONY: setup test test-fast test-slow fuzz demo bench bench-smoke perf-doc nvcc-check triton-aot-check triton-aot-doc \
 	clean
