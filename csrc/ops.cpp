@@ -1,6 +1,6 @@
 // The gtl_kernels._C extension module, with one function, build_info(). The op schemas are defined once, in
 // gtl_kernels/_library.py (SCHEMAS); this library only registers kernels for them, per dispatch key, in
-// csrc/cpu/*.cpp (CPU) and csrc/cuda/*.cpp (CUDA, in gtl_kernels._C_cuda). The dispatcher accepts a kernel before
+// csrc/cpu/register.cpp (CPU) and csrc/cuda/*.cpp (CUDA, in gtl_kernels._C_cuda). The dispatcher accepts a kernel before
 // its schema, so the extension may load before or after the Python definitions.
 //
 // The Python C API and torch/version.h only: through torch/extension.h this file took 60 s of the build's 110 s to

@@ -1,4 +1,4 @@
-// Torch glue shared by the CPU op files: checks of the normalized arguments (reference.py docstring) and their
+// Torch glue of the CPU ops (register.cpp, the one CPU file that includes torch): checks of the normalized arguments (reference.py docstring) and their
 // translation into the torch-free argument structs of gtl/cpu_common.h. The Python wrappers have already validated
 // values; these checks guard the memory accesses when the ops are called directly through torch.ops.gtl.
 #pragma once
@@ -6,7 +6,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>  // the light ATen headers above instead of ATen/ATen.h: the op files compile ~2x faster
+#include <torch/library.h>  // the light ATen headers above instead of ATen/ATen.h: register.cpp compiles ~2x faster
 
 #include <optional>
 

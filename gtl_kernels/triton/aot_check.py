@@ -503,13 +503,14 @@ def _claim(directory: str, i: int) -> bool:
 def run(launches: list[tuple[int, Launch]], jobs: int, progress=print, claim: str | None = None) -> list:
     """Compile ``launches`` in ``jobs`` processes. With ``claim`` (one process), only the launches this process
     claims in that directory before any other process does; the others' entries stay None."""
+    jobs = 1 if claim else jobs
     _LAUNCHES.clear()
     _LAUNCHES.extend(launches)
     order = sorted(range(len(_LAUNCHES)), key=lambda i: -_cost_guess(_LAUNCHES[i][1]))
     progress(f"aot_check: {len(_LAUNCHES)} compilations, {jobs} processes"
              + (f", shared through {claim}" if claim else ""), flush=True)
     results: list = [None] * len(_LAUNCHES)
-    if claim or jobs <= 1:
+    if jobs <= 1:
         for done, i in enumerate(order, 1):
             if claim and not _claim(claim, i):
                 continue
@@ -638,6 +639,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if bool(args.claim) != bool(args.save):
         p.error("--claim and --save go together")
+    if args.markdown and args.claim:
+        p.error("--markdown writes a whole plan's table: give it to --merge, not to one process's share")
     if args.merge:
         return _report(*merge(args.merge), args.markdown)
     if args.claim:
@@ -652,7 +655,7 @@ def main(argv=None) -> int:
             for arch, la in launches:
                 print(f"sm_{arch} {la.name} {la.config()}  [{len(la.cases)} calls, e.g. {la.cases[0].describe()}]")
             return 0
-        results = run(launches, 1 if args.claim else args.jobs, claim=args.claim)
+        results = run(launches, args.jobs, claim=args.claim)
         seconds = time.perf_counter() - t0
     if args.save:
         part = {"fingerprint": fingerprint(launches), "planned": len(launches), "seconds": seconds,
