@@ -3,13 +3,16 @@
     python benchmarks/ratio_buffer_variants.py
 
 ``RatioScorer`` writes ``M * n_ratio`` one-token substitutions of ``L``-token sequences into one reused buffer of
-``chunk`` rows, ``chunk`` per model call. Two alternatives that were measured and not adopted, timed against it on the
-same inputs in one run (M = 1024, L = 512, chunk 1024, a cheap stub model whose own time is included), results
-checked equal first:
+``chunk`` rows, ``chunk`` per model call. The ways measured, timed on the same inputs in one run (M = 1024, L = 512,
+chunk 1024, a cheap stub model whose own time is included), results checked equal first:
 
-- ``indices_once``: the rows' sequence ids and substituted cells computed once for all chunks, not per chunk;
+- ``whole_rows``: every row of every chunk gathered whole from ``z``, then its token written (``RatioScorer`` until
+  2026-12-03);
+- ``indices_once``: the same, with the rows' sequence ids and substituted cells computed once for all chunks;
 - ``restore``: a buffer row keeps its sequence, and only the previous call's substituted token is put back
-  (two tokens written per row instead of ``L``; the model must then not write to its input).
+  (two tokens written per row instead of ``L``), with all cells planned at once (memory: three int64 per candidate);
+- ``ratio_scorer``: ``RatioScorer`` now: ``restore`` with the cells planned for blocks of chunks (bounded memory),
+  and a row rebuilt whole when the model wrote into its input (seen in the buffer's version counter).
 """
 
 import time
@@ -19,8 +22,22 @@ import torch
 from gtl_kernels.gtl.samplers import RatioScorer, SamplerStats
 
 
-def current(z, seq, pos, cand, chunk, model):
+def ratio_scorer(z, seq, pos, cand, chunk, model):
     return RatioScorer(model, chunk, SamplerStats())(z, seq, pos, cand)
+
+
+def whole_rows(z, seq, pos, cand, chunk, model):
+    k, (total, length) = cand.shape[1], (cand.numel(), z.shape[1])
+    width = min(chunk, total)
+    buf = torch.empty(width, length, dtype=z.dtype)
+    lanes, flat, out = torch.arange(width), cand.reshape(-1), torch.empty(total)
+    for i in range(0, total, width):
+        n = min(width, total - i)
+        r = (lanes[:n] + i) // k
+        seqs = torch.index_select(z, 0, seq[r], out=buf[:n])
+        seqs.view(-1)[lanes[:n] * length + pos[r]] = flat[i : i + n]
+        out[i : i + n] = model(seqs)
+    return out.view(cand.shape)
 
 
 def _plan(z, seq, pos, cand, span):
@@ -82,8 +99,8 @@ def main() -> None:
 
     for k in (64, 512):
         cand = torch.randint(0, vocab, (m, k))
-        ref = current(z, seq, pos, cand, 1024, summed)
-        for fn in (current, indices_once, restore):
+        ref = whole_rows(z, seq, pos, cand, 1024, summed)
+        for fn in (whole_rows, indices_once, restore, ratio_scorer):
             assert torch.equal(fn(z, seq, pos, cand, 1024, summed), ref), fn.__name__
             times = []
             for _ in range(5):

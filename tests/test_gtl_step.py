@@ -151,3 +151,46 @@ def test_stats_accumulate_over_steps():
         z, stats = sampler.step(z, i, sequence_seeds(0, 0, 4), stats=stats)
     assert stats.denoiser_passes == 12 and stats.ratio_passes == 4 * 3 * 3
     assert int((z == S).sum(1).max()) == L - 3
+
+
+def _substitutions(z, seq, pos, cand):
+    """Every one-token substitution, built plainly: int64 ``[M * K, L]`` in row-major candidate order."""
+    rows = []
+    for m in range(cand.shape[0]):
+        for tok in cand[m]:
+            x = z[seq[m]].clone()
+            x[pos[m]] = tok
+            rows.append(x)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 7, 8, 13, 1000])
+@pytest.mark.parametrize("vandal", [False, True])
+@pytest.mark.parametrize("plan", [1 << 16, 9])
+def test_ratio_scorer_hands_the_model_every_substitution(chunk, vandal, plan, monkeypatch):
+    """The reused buffer holds exactly each chunk's substituted sequences, whatever the chunk width (dividing K or
+    not, below or above M * K), with sequences in any order (rows move between sequences) or grouped, across the
+    blocks whose cells are planned at once (``plan`` candidates), and when the model writes into its input (the
+    buffer is then rebuilt, seen in its version counter), also under inference mode."""
+    monkeypatch.setattr(samplers_mod, "_PLAN_CANDIDATES", plan)
+    gen = torch.Generator().manual_seed(chunk)
+    z = torch.randint(0, 9, (3, 6), generator=gen)
+    seq, pos = torch.randint(0, 3, (7,), generator=gen), torch.randint(0, 6, (7,), generator=gen)
+    if chunk % 2:  # grouped by sequence, as a batch's masked positions come: rows keep their sequence
+        seq = seq.sort().values
+    cand = torch.randint(0, 9, (7, 4), generator=gen)
+    weights = torch.randn(6, dtype=torch.float64, generator=gen)
+    seen = []
+
+    def model(x):
+        seen.append(x.clone())
+        scores = (x.double() * weights).sum(1).float()
+        if vandal:
+            x.fill_(-1)
+        return scores
+
+    with torch.inference_mode():
+        got = samplers_mod.RatioScorer(model, chunk, SamplerStats())(z, seq, pos, cand)
+    expected = _substitutions(z, seq, pos, cand)
+    assert torch.equal(torch.cat(seen), expected)
+    assert torch.equal(got, (expected.double() * weights).sum(1).float().view(7, 4))

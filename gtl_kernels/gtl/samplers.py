@@ -233,19 +233,24 @@ def _check_model_output(name: str, out: torch.Tensor, shape: tuple, vocab_last: 
         raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected {expected}")
 
 
+_PLAN_CANDIDATES = 1 << 16  # candidates whose buffer cells RatioScorer plans at once
+
+
 class RatioScorer:
     """Scores one-token substitutions with the ratio model, streamed in chunks of ``chunk`` sequences (at most
     ``chunk`` candidate sequences exist at a time), and counts the passes.
 
     The chunks are written into one buffer reused by every call of the model: a fresh ``[chunk, L]`` tensor per
-    call would cost more in page faults than writing its tokens (8x at ``n_ratio = 512``, docs/PERF.md). So the
-    model must not keep a reference to its input beyond the call (a model that only computes scores never does).
+    call would cost more in page faults than writing its tokens (8x at ``n_ratio = 512``, docs/PERF.md). A buffer
+    row keeps its sequence from one call to the next, and only the previous substitution is put back and the new
+    one written: two tokens per row instead of ``L`` (at ``n_ratio = 512`` the sequences are ``M * 512 * L``
+    tokens, 2 GiB of int64 at ``M = 1024, L = 512``). A row is copied whole only where it moves to another
+    sequence. So the model must not keep a reference to its input beyond the call; if it writes into its input
+    (an in-place op, seen in the buffer's version counter), the next chunk is rebuilt whole.
 
     Substitution-aware models: when ``ratio`` has a ``score_substitutions(z, seq, pos, cand)`` method it is called
     once with the arguments of :meth:`__call__` and must return the same float ``[M, K]`` scores that calling the
-    model on every substituted sequence would (it does its own batching). No sequence is built then: at
-    ``n_ratio = 512`` the sequences are ``M * 512 * L`` tokens (2 GiB of int64 at ``M = 1024, L = 512``), which
-    costs more than the rest of the step together (docs/PERF.md)."""
+    model on every substituted sequence would (it does its own batching). No sequence is built then."""
 
     def __init__(self, ratio, chunk: int, stats: SamplerStats):
         self.ratio, self.chunk, self.stats = ratio, chunk, stats
@@ -254,7 +259,7 @@ class RatioScorer:
         """Log-ratios of ``z[seq[m]]`` with position ``pos[m]`` set to ``cand[m, k]``: float32 ``[M, K]``.
 
         ``z`` int64 ``[B, L]``; ``seq``, ``pos`` int64 ``[M]``; ``cand`` int64 ``[M, K]``. Candidates are taken in
-        row-major order, ``chunk`` at a time; each chunk is one gather of its sequences and one scatter of its tokens.
+        row-major order, ``chunk`` at a time; candidate ``i`` goes to buffer row ``i % chunk``.
         """
         m, k = cand.shape
         total, length = m * k, z.shape[1]
@@ -270,17 +275,38 @@ class RatioScorer:
         out = torch.empty(total, dtype=torch.float32, device=z.device)
         flat = cand.reshape(-1)
         width = min(self.chunk, total)
-        buf = torch.empty(width, length, dtype=z.dtype, device=z.device)
-        lanes = torch.arange(width, device=z.device)
-        for i in range(0, total, width):
-            n = min(width, total - i)
-            r = (lanes[:n] + i) // k
-            seqs = torch.index_select(z, 0, seq[r], out=buf[:n])
-            seqs.view(-1)[lanes[:n] * length + pos[r]] = flat[i : i + n]
-            scores = self.ratio(seqs)
-            _check_model_output("ratio", scores, (n,))
-            out[i : i + n] = scores.float()
-            self.stats.ratio_calls += 1
+        with torch.inference_mode(False):  # a normal tensor, whose version counter shows writes by the model
+            buf = torch.empty(width, length, dtype=z.dtype, device=z.device)
+        cells, zflat = buf.view(-1), z.reshape(-1)
+        # per candidate: its sequence, its cell in the buffer, the token of z it replaces; computed for blocks of
+        # chunks at once (per-chunk index ops cost more than the writes they plan), in bounded memory
+        span = width * max(1, _PLAN_CANDIDATES // width)
+        prev = version = None  # the previous chunk's (sequences, cells, replaced tokens); the buffer's version
+        for b0 in range(0, total, span):
+            idx = torch.arange(b0, min(total, b0 + span), device=z.device)
+            r = idx // k
+            s, p = seq[r], pos[r]
+            cell = idx.remainder_(width).mul_(length).add_(p)
+            replaced = zflat[s * length + p]
+            # chunks of the block in which some row moves to another sequence than one chunk earlier
+            moved = {0} | set(((s[width:] != s[:-width]).nonzero().squeeze(1) // width + 1).tolist())
+            for c, i in enumerate(range(0, len(s), width)):
+                n = min(width, len(s) - i)
+                now = (s[i : i + n], cell[i : i + n], replaced[i : i + n])
+                # a row is copied whole when it moves to another sequence, or when the model wrote into its
+                # input (an in-place op bumps the buffer's version counter); else only the previous chunk's
+                # substituted token is put back (two tokens written per row instead of L)
+                if (prev is None or buf._version != version
+                        or (c in moved and (c > 0 or bool((now[0] != prev[0][:n]).any())))):
+                    torch.index_select(z, 0, now[0], out=buf[:n])
+                else:
+                    cells.scatter_(0, prev[1][:n], prev[2][:n])
+                cells.scatter_(0, now[1], flat[b0 + i : b0 + i + n])
+                prev, version = now, buf._version
+                scores = self.ratio(buf[:n])
+                _check_model_output("ratio", scores, (n,))
+                out[b0 + i : b0 + i + n].copy_(scores)
+                self.stats.ratio_calls += 1
         self.stats.ratio_passes += total
         return out.view(m, k)
 

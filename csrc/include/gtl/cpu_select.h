@@ -211,7 +211,9 @@ struct TopK {
     k = k_;
     n = 0;
     thr = -kInf;
-    full = std::max<int64_t>(2 * k, kRadixMin);  // k small: a cut after every few tokens would cost more than it saves
+    // 4k, not 2k: half as many cuts of twice as many keys (13% faster at k = 64, the same at k = 1, 8 and 512;
+    // docs/CPU_BACKEND.md); k small: a cut after every few tokens would cost more than it saves
+    full = std::max<int64_t>(4 * k, kRadixMin);
     const size_t cap = static_cast<size_t>(full + kChunk + kMaxW);
     if (key.size() < cap) {
       key.resize(cap);
