@@ -58,7 +58,8 @@ def ratio_guidance_denoise(xt: torch.Tensor, log_x_theta: torch.Tensor | None, r
         log_x_theta: fp32/bf16/fp16 ``[B, L, V]`` denoiser log-probabilities (or unnormalized scores); only the
             masked rows are read. May be ``None`` when ``cache`` holds this ``xt``.
         ratio_model: ``z [n, L] -> [n]`` log-ratio scores, called on at most ``batch_size_ratio`` sequences (one
-            reused buffer: the model must not keep its input after the call).
+            reused buffer whose rows keep their sequence between calls: the model must not keep its input after
+            the call).
         move_chance_t, move_chance_s: ``m_t > m_s``, numbers or ``B``-element tensors (``[B, 1, 1]`` as theirs).
         mask_index: the mask token id. gamma: guidance strength (a number or ``[B]``).
         compute_top_k_ratio: candidates per masked position (0: every token but the mask).
