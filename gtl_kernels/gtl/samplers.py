@@ -279,15 +279,21 @@ class RatioScorer:
             buf = torch.empty(width, length, dtype=z.dtype, device=z.device)
         cells, zflat = buf.view(-1), z.reshape(-1)
         # per candidate: its sequence, its cell in the buffer, the token of z it replaces; computed for blocks of
-        # chunks at once (per-chunk index ops cost more than the writes they plan), in bounded memory
+        # chunks at once (per-chunk index ops cost more than the writes they plan), into arrays allocated once
         span = width * max(1, _PLAN_CANDIDATES // width)
+        plan = torch.empty(3, min(span, total), dtype=torch.int64, device=z.device)
+        replaced_all = torch.empty(min(span, total), dtype=z.dtype, device=z.device)
         prev = version = None  # the previous chunk's (sequences, cells, replaced tokens); the buffer's version
         for b0 in range(0, total, span):
-            idx = torch.arange(b0, min(total, b0 + span), device=z.device)
-            r = idx // k
-            s, p = seq[r], pos[r]
-            cell = idx.remainder_(width).mul_(length).add_(p)
-            replaced = zflat[s * length + p]
+            nb = min(span, total - b0)
+            if prev is not None:  # its arrays are about to be overwritten
+                prev = tuple(t.clone() for t in prev)
+            (a, s, cell), replaced = plan[:, :nb], replaced_all[:nb]
+            r = torch.arange(b0, b0 + nb, out=a).div_(k, rounding_mode="floor")
+            torch.index_select(seq, 0, r, out=s)
+            p = torch.index_select(pos, 0, r, out=cell)
+            torch.index_select(zflat, 0, torch.mul(s, length, out=a).add_(p), out=replaced)
+            cell.add_(torch.arange(b0, b0 + nb, out=a).remainder_(width).mul_(length))
             # chunks of the block in which some row moves to another sequence than one chunk earlier
             moved = {0} | set(((s[width:] != s[:-width]).nonzero().squeeze(1) // width + 1).tolist())
             for c, i in enumerate(range(0, len(s), width)):
