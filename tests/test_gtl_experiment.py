@@ -133,3 +133,26 @@ def test_ratio_holdout_records_its_selection_and_leaves_the_baselines(tmp_path):
     assert "selection" not in plain["20"]["gtl"]["ratio"]
     for method in ("vanilla", "finetuned"):
         _same(plain["20"][method], held["20"][method])
+
+
+def test_ratio_init_from_the_source_denoiser():
+    """``--ratio-init source``: the ratio trunk takes the denoiser trunk's weights wherever names and shapes match
+    (embedding, attention, MLP, position bias), keeps its own affine LayerNorms (the denoiser's are AdaLN), and its
+    zero head still guides nothing before training."""
+    from gtl_kernels.experiments.markov import init_from
+    from gtl_kernels.gtl.nets import Denoiser, SequenceScorer, TrunkConfig
+
+    torch.manual_seed(0)
+    den = Denoiser(TrunkConfig(5, 8, 16, 2, 2))
+    ratio = SequenceScorer(TrunkConfig(5, 8, 16, 2, 2, window=1))
+    norms = {k: v.clone() for k, v in ratio.trunk.state_dict().items() if ".ln" in k or k.startswith("ln_f")}
+    assert not torch.equal(ratio.trunk.blocks[1].qkv.weight, den.trunk.blocks[1].qkv.weight)
+    init_from(ratio.trunk, den.trunk)
+    theirs = den.trunk.state_dict()
+    for k, v in ratio.trunk.state_dict().items():
+        if k in norms:
+            assert torch.equal(v, norms[k]), k
+        else:
+            assert torch.equal(v, theirs[k]), k
+    z = torch.randint(0, 6, (4, 8))
+    assert torch.equal(ratio(z), torch.zeros(4))

@@ -95,6 +95,9 @@ def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, van
     g.add_argument("--dropout", type=float, default=0.0, help="dropout of the ratio net and classifiers")
     g.add_argument("--ratio-window", type=int, default=1,
                    help="local attention window of the ratio net and classifiers (0 = global attention)")
+    g.add_argument("--ratio-init", default="scratch", choices=("scratch", "source"),
+                   help="the ratio net's trunk: fresh, or the source denoiser's weights where the shapes match "
+                        "(its head starts at zero either way)")
     g.add_argument("--batch-size", type=int, default=batch_size,
                    help="batch of the denoisers, classifiers and planner")
     g.add_argument("--lr", type=float, default=lr)
@@ -386,6 +389,15 @@ def new_ratio(ctx: Context, loss: str, n: int, n_source: int, tag=None) -> tuple
     return ratio, cfg
 
 
+def init_from(trunk, source_trunk) -> None:
+    """Copy ``source_trunk``'s weights into ``trunk`` where names and shapes match (embedding, attention, MLP,
+    position bias; not the time conditioning, which ``trunk`` lacks)."""
+    theirs = source_trunk.state_dict()
+    mine = trunk.state_dict()
+    trunk.load_state_dict({k: theirs[k].clone() if k in theirs and theirs[k].shape == v.shape else v
+                           for k, v in mine.items()})
+
+
 def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
     """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``; its random draws
     are keyed by ``tag`` (default: the target size). The conditional loss scores ``args.ratio_candidates``
@@ -395,6 +407,8 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
     n = len(xt)
     tag = n if tag is None else tag
     ratio, cfg = new_ratio(ctx, loss, n, len(xs), tag)
+    if getattr(a, "ratio_init", "scratch") == "source" and denoiser is not None:
+        init_from(ratio.trunk, denoiser.trunk)
     if loss == "conditional":
         holdout = getattr(a, "ratio_holdout", 0.0)
         train, extra = (train_ratio_selected, {"holdout": holdout}) if holdout > 0 else (train_ratio_conditional, {})
