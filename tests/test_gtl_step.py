@@ -153,17 +153,6 @@ def test_stats_accumulate_over_steps():
     assert int((z == S).sum(1).max()) == L - 3
 
 
-def _substitutions(z, seq, pos, cand):
-    """Every one-token substitution, built plainly: int64 ``[M * K, L]`` in row-major candidate order."""
-    rows = []
-    for m in range(cand.shape[0]):
-        for tok in cand[m]:
-            x = z[seq[m]].clone()
-            x[pos[m]] = tok
-            rows.append(x)
-    return torch.stack(rows)
-
-
 @pytest.mark.parametrize("chunk", [1, 3, 4, 7, 8, 13, 1000])
 @pytest.mark.parametrize("vandal", [False, True])
 @pytest.mark.parametrize("plan", [1 << 16, 9])
@@ -191,6 +180,6 @@ def test_ratio_scorer_hands_the_model_every_substitution(chunk, vandal, plan, mo
 
     with torch.inference_mode():
         got = samplers_mod.RatioScorer(model, chunk, SamplerStats())(z, seq, pos, cand)
-    expected = _substitutions(z, seq, pos, cand)
+    expected = samplers_mod.one_token_substitutions(z[seq], pos, cand).view(-1, z.shape[1])
     assert torch.equal(torch.cat(seen), expected)
     assert torch.equal(got, (expected.double() * weights).sum(1).float().view(7, 4))

@@ -392,10 +392,9 @@ def new_ratio(ctx: Context, loss: str, n: int, n_source: int, tag=None) -> tuple
 def init_from(trunk, source_trunk) -> None:
     """Copy ``source_trunk``'s weights into ``trunk`` where names and shapes match (embedding, attention, MLP,
     position bias; not the time conditioning, which ``trunk`` lacks)."""
-    theirs = source_trunk.state_dict()
     mine = trunk.state_dict()
-    trunk.load_state_dict({k: theirs[k].clone() if k in theirs and theirs[k].shape == v.shape else v
-                           for k, v in mine.items()})
+    trunk.load_state_dict({k: v for k, v in source_trunk.state_dict().items()
+                           if k in mine and mine[k].shape == v.shape}, strict=False)
 
 
 def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):

@@ -295,15 +295,16 @@ class RatioScorer:
             torch.index_select(zflat, 0, torch.mul(s, length, out=a).add_(p), out=replaced)
             cell.add_(torch.arange(b0, b0 + nb, out=a).remainder_(width).mul_(length))
             # chunks of the block in which some row moves to another sequence than one chunk earlier
-            moved = {0} | set(((s[width:] != s[:-width]).nonzero().squeeze(1) // width + 1).tolist())
+            # (the block's first chunk is compared with the previous block's last one below)
+            moved = set(((s[width:] != s[:-width]).nonzero().squeeze(1) // width + 1).tolist())
             for c, i in enumerate(range(0, len(s), width)):
                 n = min(width, len(s) - i)
                 now = (s[i : i + n], cell[i : i + n], replaced[i : i + n])
                 # a row is copied whole when it moves to another sequence, or when the model wrote into its
                 # input (an in-place op bumps the buffer's version counter); else only the previous chunk's
                 # substituted token is put back (two tokens written per row instead of L)
-                if (prev is None or buf._version != version
-                        or (c in moved and (c > 0 or bool((now[0] != prev[0][:n]).any())))):
+                if (prev is None or buf._version != version or c in moved
+                        or (c == 0 and bool((now[0] != prev[0][:n]).any()))):
                     torch.index_select(z, 0, now[0], out=buf[:n])
                 else:
                     cells.scatter_(0, prev[1][:n], prev[2][:n])
