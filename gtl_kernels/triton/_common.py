@@ -23,6 +23,11 @@ K_MAX = 1024  # largest top-k served by the one-pass candidate buffer (docs/TRIT
 # Keys that one program merges from the split buffers of a top-k row, SPLITS_PAD * K_PAD, all in registers: 8192 keys
 # compile without spills at 8 warps for sm_80 and sm_90, 16384 spill (gtl_kernels.triton.aot_check).
 TOPK_MERGE_KEYS = 8192
+# Register limit of the top-k fold (the sampling ops' merge of split buffers). Left to itself, ptxas holds it to 128
+# registers (two blocks of 8 warps per SM) and then spills the widest merge (24 B at 64 x 128 keys on sm_90); rows are
+# split only when there are too few to fill the GPU, so the occupancy that buys is worth nothing there. (The
+# topk_log_softmax write kernel, one program per row at any batch, keeps the default: no spill at 128.)
+TOPK_MERGE_MAXNREG = 255
 
 # The same numbers as seen from kernels (Triton reads only constexpr globals).
 CHUNK_C = tl.constexpr(CHUNK)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ._bitonic import merge_sorted, topk_desc
+from ._bitonic import merge_runs_desc, merge_sorted, topk_desc
 from ._common import (
     CHUNK_C,
     INT32_MAX,
@@ -56,13 +56,15 @@ def buffer_descending(buf):
 
 @triton.jit
 def buffer_merge(bufs, K_PAD: tl.constexpr):
-    """The ``K_PAD`` largest keys of each row of ``[R, S, K_PAD]`` split buffers, descending: ``[R, K_PAD]``."""
-    return topk_desc(tl.reshape(bufs, [bufs.shape[0], bufs.shape[1] * bufs.shape[2]]), K_PAD)
+    """The ``K_PAD`` largest keys of each row of ``[R, S, K_PAD]`` split buffers , each sorted ascending (as the
+    programs store them), descending: ``[R, K_PAD]``."""
+    return merge_runs_desc(tl.reshape(bufs, [bufs.shape[0], bufs.shape[1] * bufs.shape[2]]), K_PAD)
 
 
 @triton.jit
 def load_split_buffers(ws_buf_ptr, ws_bad_ptr, rows, ok, n_splits, SPLITS_PAD: tl.constexpr, K_PAD: tl.constexpr):
-    """The ``[R, SPLITS_PAD, K_PAD]`` buffers and NaN flags that the split programs of rows ``rows`` stored."""
+    """The ``[R, SPLITS_PAD, K_PAD]`` buffers and NaN flags that the split programs of rows ``rows`` stored.
+    Each is sorted ascending (padding splits are constant), as :func:`buffer_merge` expects."""
     sp = tl.arange(0, SPLITS_PAD)[None, :]
     m = ok[:, None] & (sp < n_splits)
     j = rows.to(tl.int64)[:, None] * n_splits + sp

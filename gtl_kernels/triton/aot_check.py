@@ -208,6 +208,8 @@ class Launch:
         if div16:
             parts.append("16|" + ",".join(div16))
         parts.append(f"w{self.options['num_warps']} s{self.options['num_stages']}")
+        if self.options.get("maxnreg"):
+            parts.append(f"maxnreg {self.options['maxnreg']}")
         return " ".join(parts)
 
 
@@ -256,7 +258,7 @@ class _Bound:
             opts = options.__dict__
             _PACKED[packed_key] = (
                 (fn.__name__, tuple(signature.items()), tuple(sorted((k, _plain(v)) for k, v in constexprs.items())),
-                 repr(sorted(attrs.items())), opts["num_warps"], opts["num_stages"]),
+                 repr(sorted(attrs.items())), opts["num_warps"], opts["num_stages"], opts.get("maxnreg")),
                 signature, constexprs, attrs, dict(opts))
         launch_key, signature, constexprs, attrs, opts = _PACKED[packed_key]
         launch = self.rec.sink.setdefault(launch_key, Launch(fn, signature, constexprs, attrs, opts, launch_key))
