@@ -23,6 +23,7 @@ if not gtl_kernels.available_backends()["triton"].available:
 import triton.language as tl  # noqa: E402
 
 from gtl_kernels.triton import _common  # noqa: E402
+from gtl_kernels.triton._bitonic import merge_runs_desc, topk_desc  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 INF, NAN = math.inf, math.nan
@@ -145,6 +146,36 @@ def test_one_pass_row_reductions_equal_the_built_in_ones():
     won_col = (col.long() == winners[:, None]).float().argmax(1)
     torch.testing.assert_close(out_f[:, 3], (x * 0.5 - 1.0).gather(1, won_col[:, None])[:, 0])
     assert out_f[2, 0] == -INF and out_f[2, 1] == 0
+
+
+@triton.jit
+def _merge_probe(x_ptr, out_ptr, R: tl.constexpr, S: tl.constexpr, K: tl.constexpr, RUNS: tl.constexpr):
+    r = tl.arange(0, R)[:, None]
+    c = tl.arange(0, S * K)[None, :]
+    x = tl.load(x_ptr + r * (S * K) + c)
+    best = merge_runs_desc(x, K) if RUNS else topk_desc(x, K)
+    tl.store(out_ptr + r * K + tl.arange(0, K)[None, :], best)
+
+
+@pytest.mark.parametrize("s,k", [(1, 16), (2, 16), (8, 16), (4, 64), (16, 4)])
+def test_merge_of_sorted_runs_is_the_top_k(s, k):
+    """``_bitonic.merge_runs_desc`` (the fold of sorted split buffers) gives the ``k`` largest keys of ``s`` runs of
+    ``k`` sorted ascending, descending: equal to ``torch.topk`` and to ``topk_desc`` on the same unsorted keys. Runs
+    of unequal content: one holds the largest keys, one is all padding (as a padded split is), ties across runs."""
+    g = torch.Generator().manual_seed(11 + s * k)
+    r = 2
+    keys = torch.randint(-(2**40), 2**40, (r, s, k), generator=g)
+    keys[0, 0] = torch.arange(k) + 2**41  # row 0: every winner in its first run
+    keys[1, -1] = torch.iinfo(torch.int64).min  # row 1: its last run is padding
+    keys[1, 0, : k // 2] = 12345  # equal keys, in the first run and, for s > 1, in another
+    if s > 1:
+        keys[1, 1, : k // 2] = 12345
+    runs = keys.sort(dim=-1).values.reshape(r, s * k)
+    want = runs.topk(k, dim=1).values  # sorted descending
+    for use_runs, x in ((True, runs), (False, runs[:, torch.randperm(s * k, generator=g)].contiguous())):
+        out = torch.full((r, k), -7, dtype=torch.int64, device=DEVICE)
+        _merge_probe[(1,)](x.to(DEVICE), out, R=r, S=s, K=k, RUNS=use_runs)
+        assert torch.equal(out.cpu(), want), use_runs
 
 
 @triton.jit
