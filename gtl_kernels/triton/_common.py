@@ -26,7 +26,10 @@ TOPK_MERGE_KEYS = 8192
 # Register limit of the top-k fold (the sampling ops' merge of split buffers). Left to itself, ptxas holds it to 128
 # registers (two blocks of 8 warps per SM) and then spills the widest merge (24 B at 64 x 128 keys on sm_90); rows are
 # split only when there are too few to fill the GPU, so the occupancy that buys is worth nothing there. (The
-# topk_log_softmax write kernel, one program per row at any batch, keeps the default: no spill at 128.)
+# topk_log_softmax write kernel, one program per row at any batch, keeps the default: no spill at 128.) Under
+# torch.compile the option is a launch keyword that is not a kernel argument: the traced call drops it as a backend
+# option (torch 2.13's triton_kernel_wrap / Inductor keep only the kernel's own arguments), so a compiled graph may
+# run the fold at ptxas' default, a cost in that one configuration, not an error.
 TOPK_MERGE_MAXNREG = 255
 
 # The same numbers as seen from kernels (Triton reads only constexpr globals).
