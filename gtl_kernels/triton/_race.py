@@ -527,7 +527,8 @@ def _launch_topk(a: _Args, top_k: int) -> None:
         wrap_triton(_topk_fold_kernel)[(grid,)](
             *head, ws_buf, ws_bad, a.n, a.v, top_k, splits,
             R=rows, SPLITS_PAD=triton.next_power_of_2(splits), K_PAD=k_pad, CT=ct, num_warps=warps,
-            maxnreg=_common.TOPK_MERGE_MAXNREG, HAS_INDEX=a.flags["HAS_INDEX"], MASKED=a.flags["MASKED"], LOGPROB=a.flags["LOGPROB"],
+            maxnreg=_common.TOPK_MERGE_MAXNREG,
+            HAS_INDEX=a.flags["HAS_INDEX"], MASKED=a.flags["MASKED"], LOGPROB=a.flags["LOGPROB"],
         )
 
 

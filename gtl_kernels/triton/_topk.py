@@ -56,7 +56,7 @@ def buffer_descending(buf):
 
 @triton.jit
 def buffer_merge(bufs, K_PAD: tl.constexpr):
-    """The ``K_PAD`` largest keys of each row of ``[R, S, K_PAD]`` split buffers , each sorted ascending (as the
+    """The ``K_PAD`` largest keys of each row of ``[R, S, K_PAD]`` split buffers, each sorted ascending (as the
     programs store them), descending: ``[R, K_PAD]``."""
     return merge_runs_desc(tl.reshape(bufs, [bufs.shape[0], bufs.shape[1] * bufs.shape[2]]), K_PAD)
 
