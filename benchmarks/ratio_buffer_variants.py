@@ -11,8 +11,11 @@ chunk 1024, a cheap stub model whose own time is included), results checked equa
 - ``indices_once``: the same, with the rows' sequence ids and substituted cells computed once for all chunks;
 - ``restore``: a buffer row keeps its sequence, and only the previous call's substituted token is put back
   (two tokens written per row instead of ``L``), with all cells planned at once (memory: three int64 per candidate);
-- ``ratio_scorer``: ``RatioScorer`` now: ``restore`` with the cells planned for blocks of chunks (bounded memory),
-  and a row rebuilt whole when the model wrote into its input (seen in the buffer's version counter).
+- ``ratio_scorer``: ``RatioScorer`` now: the candidates laid out so that a buffer row keeps its sequence and its
+  substituted position from one call to the next (candidate ``i`` at row ``i // C`` of call ``i % C``, ``C`` calls):
+  one token written per row and call, the old position's token put back only where a row passes to the next masked
+  position; a row rebuilt whole when the model wrote into its input (seen in the buffer's version counter). Until
+  2026-12-04 it was ``restore`` with the cells planned for blocks of chunks.
 """
 
 import time

@@ -233,20 +233,20 @@ def _check_model_output(name: str, out: torch.Tensor, shape: tuple, vocab_last: 
         raise ValueError(f"{name} returned shape {tuple(out.shape)}, expected {expected}")
 
 
-_PLAN_CANDIDATES = 1 << 16  # candidates whose buffer cells RatioScorer plans at once
-
-
 class RatioScorer:
-    """Scores one-token substitutions with the ratio model, streamed in chunks of ``chunk`` sequences (at most
-    ``chunk`` candidate sequences exist at a time), and counts the passes.
+    """Scores one-token substitutions with the ratio model, streamed in calls of at most ``chunk`` sequences (at
+    most ``chunk`` candidate sequences exist at a time), and counts the passes.
 
-    The chunks are written into one buffer reused by every call of the model: a fresh ``[chunk, L]`` tensor per
-    call would cost more in page faults than writing its tokens (8x at ``n_ratio = 512``, docs/PERF.md). A buffer
-    row keeps its sequence from one call to the next, and only the previous substitution is put back and the new
-    one written: two tokens per row instead of ``L`` (at ``n_ratio = 512`` the sequences are ``M * 512 * L``
-    tokens, 2 GiB of int64 at ``M = 1024, L = 512``). A row is copied whole only where it moves to another
-    sequence. So the model must not keep a reference to its input beyond the call; if it writes into its input
-    (an in-place op, seen in the buffer's version counter), the next chunk is rebuilt whole.
+    The sequences are written into one buffer reused by every call of the model: a fresh ``[chunk, L]`` tensor per
+    call would cost more in page faults than writing its tokens (8x at ``n_ratio = 512``, docs/PERF.md). Candidates
+    are laid out so that a buffer row keeps its sequence and its substituted position from one call to the next:
+    with ``C`` calls, candidate ``i`` (row-major in ``[M, K]``) goes to row ``i // C`` of call ``i % C``, so a row
+    runs through consecutive candidates of one masked position, and a call writes one token per row (the next
+    candidate, into the same cell) instead of ``L`` (at ``n_ratio = 512`` the sequences are ``M * 512 * L``
+    tokens, 2 GiB of int64 at ``M = 1024, L = 512``). Where a row passes to the next masked position, the token
+    there is put back (same sequence) or the row is copied whole (another sequence). So the model must not keep a
+    reference to its input beyond the call; if it writes into its input (an in-place op, seen in the buffer's
+    version counter), the next call's rows are rebuilt whole.
 
     Substitution-aware models: when ``ratio`` has a ``score_substitutions(z, seq, pos, cand)`` method it is called
     once with the arguments of :meth:`__call__` and must return the same float ``[M, K]`` scores that calling the
@@ -258,8 +258,8 @@ class RatioScorer:
     def __call__(self, z: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """Log-ratios of ``z[seq[m]]`` with position ``pos[m]`` set to ``cand[m, k]``: float32 ``[M, K]``.
 
-        ``z`` int64 ``[B, L]``; ``seq``, ``pos`` int64 ``[M]``; ``cand`` int64 ``[M, K]``. Candidates are taken in
-        row-major order, ``chunk`` at a time; candidate ``i`` goes to buffer row ``i % chunk``.
+        ``z`` int64 ``[B, L]``; ``seq``, ``pos`` int64 ``[M]``; ``cand`` int64 ``[M, K]``. ``ceil(M * K / chunk)``
+        model calls; call ``c`` holds candidates ``c, c + C, c + 2C, ...`` (row-major in ``[M, K]``).
         """
         m, k = cand.shape
         total, length = m * k, z.shape[1]
@@ -272,50 +272,78 @@ class RatioScorer:
             self.stats.ratio_calls += 1
             self.stats.ratio_passes += total
             return scores.float()
-        out = torch.empty(total, dtype=torch.float32, device=z.device)
-        flat = cand.reshape(-1)
-        width = min(self.chunk, total)
+        layout = _SubstitutionLayout(z, seq, pos, k, min(self.chunk, total))
+        calls, rows = layout.calls, layout.rows
         with torch.inference_mode(False):  # a normal tensor, whose version counter shows writes by the model
-            buf = torch.empty(width, length, dtype=z.dtype, device=z.device)
-        cells, zflat = buf.view(-1), z.reshape(-1)
-        # per candidate: its sequence, its cell in the buffer, the token of z it replaces; computed for blocks of
-        # chunks at once (per-chunk index ops cost more than the writes they plan), into arrays allocated once
-        span = width * max(1, _PLAN_CANDIDATES // width)
-        plan = torch.empty(3, min(span, total), dtype=torch.int64, device=z.device)
-        replaced_all = torch.empty(min(span, total), dtype=z.dtype, device=z.device)
-        prev = version = None  # the previous chunk's (sequences, cells, replaced tokens); the buffer's version
-        for b0 in range(0, total, span):
-            nb = min(span, total - b0)
-            if prev is not None:  # its arrays are about to be overwritten
-                prev = tuple(t.clone() for t in prev)
-            (a, s, cell), replaced = plan[:, :nb], replaced_all[:nb]
-            r = torch.arange(b0, b0 + nb, out=a).div_(k, rounding_mode="floor")
-            torch.index_select(seq, 0, r, out=s)
-            p = torch.index_select(pos, 0, r, out=cell)
-            torch.index_select(zflat, 0, torch.mul(s, length, out=a).add_(p), out=replaced)
-            cell.add_(torch.arange(b0, b0 + nb, out=a).remainder_(width).mul_(length))
-            # chunks of the block in which some row moves to another sequence than one chunk earlier
-            # (the block's first chunk is compared with the previous block's last one below)
-            moved = set(((s[width:] != s[:-width]).nonzero().squeeze(1) // width + 1).tolist())
-            for c, i in enumerate(range(0, len(s), width)):
-                n = min(width, len(s) - i)
-                now = (s[i : i + n], cell[i : i + n], replaced[i : i + n])
-                # a row is copied whole when it moves to another sequence, or when the model wrote into its
-                # input (an in-place op bumps the buffer's version counter); else only the previous chunk's
-                # substituted token is put back (two tokens written per row instead of L)
-                if (prev is None or buf._version != version or c in moved
-                        or (c == 0 and bool((now[0] != prev[0][:n]).any()))):
-                    torch.index_select(z, 0, now[0], out=buf[:n])
-                else:
-                    cells.scatter_(0, prev[1][:n], prev[2][:n])
-                cells.scatter_(0, now[1], flat[b0 + i : b0 + i + n])
-                prev, version = now, buf._version
-                scores = self.ratio(buf[:n])
-                _check_model_output("ratio", scores, (n,))
-                out[b0 + i : b0 + i + n].copy_(scores)
-                self.stats.ratio_calls += 1
+            buf = torch.empty(rows, length, dtype=z.dtype, device=z.device)
+        cells, flat = buf.view(-1), cand.reshape(-1)
+        out = torch.empty(calls, rows, dtype=torch.float32, device=z.device)
+        version = None
+        for c in range(calls):
+            n = rows - (c >= layout.last_row_calls)  # the last row may hold fewer candidates than the others
+            rebuild = c == 0 or buf._version != version
+            layout.advance(c, None if rebuild else buf)
+            if rebuild:  # first call, or the model wrote into its input
+                torch.index_select(z, 0, layout.row_seq, out=buf)
+            cells.scatter_(0, layout.cells[:n], flat[c::calls])
+            version = buf._version
+            scores = self.ratio(buf if n == rows else buf[:n])
+            _check_model_output("ratio", scores, (n,))
+            out[c, :n] = scores
+            self.stats.ratio_calls += 1
         self.stats.ratio_passes += total
-        return out.view(m, k)
+        return out.t().reshape(-1)[:total].view(m, k)
+
+
+class _SubstitutionLayout:
+    """Where :class:`RatioScorer` puts the ``M * K`` substitutions in a buffer of ``rows`` rows over ``calls`` calls
+    (candidate ``i`` at row ``i // calls`` of call ``i % calls``), planned once with tensor ops: per row its current
+    sequence and substituted cell, and the calls at which rows pass to the next masked position (``M`` events at
+    most), grouped by call."""
+
+    def __init__(self, z: torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, k: int, width: int):
+        m, length = seq.shape[0], z.shape[1]
+        total = m * k
+        self.calls = -(-total // width)
+        self.rows = -(-total // self.calls)
+        self.last_row_calls = total - (self.rows - 1) * self.calls  # calls in which the last row holds a candidate
+        lanes = torch.arange(self.rows, device=z.device)
+        first = lanes * self.calls // k  # the masked position each row starts at
+        self.row_seq, self.cells = seq[first], lanes * length + pos[first]
+        # events: candidate i = j * K starts masked position j in row i // calls at call i % calls (> 0: not a start)
+        start = torch.arange(1, m, device=z.device) * k
+        start = start[start % self.calls != 0]
+        call = start % self.calls
+        order = torch.argsort(call, stable=True)
+        start, call = start[order], call[order]
+        j = start // k
+        self.ev_row, self.ev_seq = start // self.calls, seq[j]
+        self.ev_cell = self.ev_row * length + pos[j]
+        self.ev_moved = seq[j] != seq[j - 1]  # the row passes to another sequence: copied whole
+        self.ev_old_cell = self.ev_row * length + pos[j - 1]  # else the old position's token is put back
+        self.ev_old_tok = z[seq[j - 1], pos[j - 1]]
+        self.z = z
+        at, counts = torch.unique_consecutive(call, return_counts=True)
+        ends = counts.cumsum(0).tolist()
+        self.events = {c: (e - n, e) for c, n, e in zip(at.tolist(), counts.tolist(), ends)}
+
+    def advance(self, c: int, buf: torch.Tensor | None) -> None:
+        """Applies call ``c``'s events to the rows' sequences and cells, and to ``buf`` (``None``: the caller
+        rebuilds every row from ``row_seq``)."""
+        span = self.events.get(c)
+        if span is None:
+            return
+        s = slice(*span)
+        rows = self.ev_row[s]
+        self.row_seq[rows] = self.ev_seq[s]
+        self.cells[rows] = self.ev_cell[s]
+        if buf is None:
+            return
+        moved = self.ev_moved[s]
+        stay = ~moved
+        buf.view(-1)[self.ev_old_cell[s][stay]] = self.ev_old_tok[s][stay]
+        if bool(moved.any()):
+            buf[rows[moved]] = self.z[self.ev_seq[s][moved]]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
