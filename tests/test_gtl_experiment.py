@@ -1,6 +1,7 @@
 """The Markov experiment's cells are reproducible: a cell's result does not depend on which other target sizes,
 methods or estimators the same run computes (every random draw is keyed by seed, component and n)."""
 
+import pytest
 import torch
 
 from gtl_kernels.experiments.markov import TARGET_BLOCK, draw_target, run
@@ -156,3 +157,30 @@ def test_ratio_init_from_the_source_denoiser():
             assert torch.equal(v, theirs[k]), k
     z = torch.randint(0, 6, (4, 8))
     assert torch.equal(ratio(z), torch.zeros(4))
+
+
+def test_ratio_layers_auto_gives_small_target_sets_one_block(capsys):
+    """``--ratio-layers auto`` (gtl-markov's default, chosen on the suite's dev pairs): ratio networks of target sets
+    under ``SMALL_TARGET_SET`` sequences have one block, the others and the planner two; a number applies to all;
+    anything else is a usage error naming the option. ``gtl-language learned`` keeps its fixed 2."""
+    from gtl_kernels.experiments import language_learned
+    from gtl_kernels.experiments.markov import (SMALL_TARGET_SET, Context, build_chains, build_parser, new_ratio,
+                                                parse_args, ratio_blocks)
+
+    args = parse_args(build_parser(), ["--states", "4"])
+    assert args.ratio_layers == "auto" and SMALL_TARGET_SET == 50
+    assert [ratio_blocks(args, n) for n in (1, 20, 49, 50, 100, 1000)] == [1, 1, 1, 2, 2, 2]
+    assert ratio_blocks(args) == 2
+    fixed = parse_args(build_parser(), ["--ratio-layers", "3"])
+    assert ratio_blocks(fixed, 20) == ratio_blocks(fixed) == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit):
+            parse_args(build_parser(), ["--ratio-layers", bad])
+        assert "--ratio-layers" in capsys.readouterr().err
+    assert language_learned.build_parser().parse_args([]).ratio_layers == 2
+
+    source, target = build_chains(args)
+    ctx = Context(args, source, target, 0, {})
+    for n, blocks in ((20, 1), (100, 2)):
+        ratio, _ = new_ratio(ctx, "conditional", n, 1000)
+        assert len(ratio.trunk.blocks) == blocks

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ratio-d-model", type=int, default=32, help="width of the ratio net, classifiers, planner")
     markov.add_training_args(g, batch_size=16, lr=3e-3, denoiser_steps=400, vanilla_steps=150, finetune_steps=150,
                              finetune_lr=1e-3, ratio_steps=150, ratio_batch=16, classifier_steps=150,
-                             planner_steps=100)
+                             planner_steps=100, ratio_layers=2)
     g.add_argument("--ratio-candidates", type=int, default=32,
                    help="candidates per example of the conditional loss (the denoiser's top ones plus the true token)")
     g = p.add_argument_group("run")
@@ -204,7 +204,7 @@ def run(args) -> dict:
     planner = None
     extra_orders = [o for o in args.order[1:]] if "gtl" in args.methods else []
     if "planner" in extra_orders:
-        planner = ctx.model(Planner, ctx.trunk(args.ratio_layers), ("planner",))
+        planner = ctx.model(Planner, ctx.trunk(markov.ratio_blocks(args)), ("planner",))
         ctx.timed("planner", train_planner, planner, src_den, xs, ctx.train_cfg(args.planner_steps, ("planner",)),
                   desc="planner", progress=prog)
     order_fraction = args.order_fraction if args.order_fraction is not None else min(args.fractions)

@@ -84,13 +84,41 @@ def draw_heldout(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# Under --ratio-layers auto, ratio networks (and the paper recipe's classifiers) for fewer target sequences than this
+# have one block, the others two (chosen on the suite's dev pairs at n = 20 and 100; docs/GTL.md).
+SMALL_TARGET_SET = 50
+
+
+def layers_arg(text: str):
+    """``--ratio-layers``: ``auto`` or a positive number of blocks."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}")
+    return value
+
+
+def ratio_blocks(args, n: int | None = None) -> int:
+    """Blocks of a ratio network or classifier trained on ``n`` target sequences (``None``: the planner, which
+    sees no target data), from ``--ratio-layers``."""
+    if args.ratio_layers != "auto":
+        return args.ratio_layers
+    return 1 if n is not None and n < SMALL_TARGET_SET else 2
+
+
 def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, vanilla_steps: int, finetune_steps: int,
                       finetune_lr: float, ratio_steps: int, ratio_batch: int, classifier_steps: int,
-                      planner_steps: int) -> None:
+                      planner_steps: int, ratio_layers="auto") -> None:
     """The training options every GTL experiment shares (architecture below the width, optimizer budgets), with the
     experiment's own defaults."""
     g.add_argument("--layers", type=int, default=2, help="blocks of the denoisers")
-    g.add_argument("--ratio-layers", type=int, default=2, help="blocks of the ratio net, classifiers and planner")
+    g.add_argument("--ratio-layers", type=layers_arg, default=ratio_layers,
+                   help=f"blocks of the ratio net, classifiers and planner; auto: 1 for the ratio net and classifiers "
+                        f"of target sets under {SMALL_TARGET_SET} sequences, else 2")
     g.add_argument("--heads", type=int, default=4)
     g.add_argument("--dropout", type=float, default=0.0, help="dropout of the ratio net and classifiers")
     g.add_argument("--ratio-window", type=int, default=1,
@@ -380,7 +408,7 @@ def new_ratio(ctx: Context, loss: str, n: int, n_source: int, tag=None) -> tuple
     source sequences; its random draws are keyed by ``tag`` (default: ``n``)."""
     a = ctx.args
     tag = n if tag is None else tag
-    ratio = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("ratio", tag))
+    ratio = ctx.model(SequenceScorer, ctx.trunk(ratio_blocks(a, n), a.dropout, a.ratio_window), ("ratio", tag))
     # with --epochs: the conditional loss passes over the target set, the paper's recipe over the source set (its
     # loader cycles the smaller target set alongside), a classifier (the ratio as one, or the recipe's two) over both
     n_data = {"conditional": n, "classifier": n_source + n, "paper": n_source}[loss]
@@ -423,8 +451,9 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
         ccfg, nccfg = (ctx.train_cfg(a.classifier_steps, (name, tag), lr=a.ratio_lr,
                                      weight_decay=a.ratio_weight_decay, n_data=len(xs) + n)
                        for name in ("clean classifier", "noisy classifier"))
-        clean = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("clean classifier", tag))
-        noisy = ctx.model(SequenceScorer, ctx.trunk(a.ratio_layers, a.dropout, a.ratio_window), ("noisy classifier", tag))
+        blocks = ratio_blocks(a, n)
+        clean = ctx.model(SequenceScorer, ctx.trunk(blocks, a.dropout, a.ratio_window), ("clean classifier", tag))
+        noisy = ctx.model(SequenceScorer, ctx.trunk(blocks, a.dropout, a.ratio_window), ("noisy classifier", tag))
         ctx.timed(f"ratio {n}", train_domain_classifier, clean, xs, xt, ccfg, noisy=False, mask_id=ctx.vocab,
                   label_smoothing=0.1, desc=f"clean classifier n={n}", progress=prog)
         ctx.timed(f"ratio {n}", train_domain_classifier, noisy, xs, xt, nccfg, noisy=True, mask_id=ctx.vocab,
@@ -454,7 +483,7 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
     planner = None
     guided = learned_ratio or "gtl-exact-ratio" in args.methods
     if guided and args.sampler == "scheduled" and "planner" in args.order:
-        planner = ctx.model(Planner, ctx.trunk(args.ratio_layers), ("planner",))
+        planner = ctx.model(Planner, ctx.trunk(ratio_blocks(args)), ("planner",))
         ctx.timed("planner", train_planner, planner, src_den, xs,
                   ctx.train_cfg(args.planner_steps, ("planner",), n_data=len(xs)), desc="planner", progress=prog)
 
