@@ -1,5 +1,6 @@
 """GPU-only checks of the sampling ops (KERNEL_SPEC §3, §4): a sampling loop captured in a CUDA graph with device
-seeds and offset, and rows beyond 2^31 elements. Skipped without CUDA; run by ``benchmarks/device_check.sh``.
+seeds and offset, and rows beyond 2^31 elements; and the GTL ratio scorer's buffer layout on CUDA tensors. Skipped
+without CUDA; run by ``benchmarks/device_check.sh``.
 
 Every backend that runs on CUDA is checked (``triton``, and ``cuda`` when built).
 """
@@ -99,3 +100,35 @@ def test_small_batches_split_rows_the_same_way(backend):
         assert torch.equal(gtl_kernels.sample(logits[:n], seeds=keys[:n], offset=9, backend=backend), full[:n])
     full_k = gtl_kernels.sample(logits, seeds=keys, offset=9, top_k=50, backend=backend)
     assert torch.equal(gtl_kernels.sample(logits[:8], seeds=keys[:8], offset=9, top_k=50, backend=backend), full_k[:8])
+
+
+def test_ratio_scorer_on_cuda_hands_the_model_what_it_does_on_the_cpu():
+    """``RatioScorer``'s buffer layout (rows that keep their masked position across calls, the rows' moves planned
+    with tensor ops) on CUDA tensors: every model call gets the sequences it gets on the CPU and the scores are equal,
+    with rows passing to the next position and to another sequence mid-way, a short last row, and a model that
+    overwrites its input (the buffer is rebuilt)."""
+    from gtl_kernels.gtl.samplers import RatioScorer, SamplerStats
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randint(0, 50, (4, 12), generator=gen)
+    seq, pos = torch.randint(0, 4, (9,), generator=gen), torch.randint(0, 12, (9,), generator=gen)
+    cand = torch.randint(0, 50, (9, 5), generator=gen)
+    weights = torch.randint(-9, 10, (12,), generator=gen)
+
+    def run(device, vandal):
+        seen = []
+
+        def model(x):
+            seen.append(x.cpu())
+            scores = (x * weights.to(x.device)).sum(1).float()  # integer arithmetic: exact on both devices
+            if vandal:
+                x.fill_(-1)
+            return scores
+
+        scores = RatioScorer(model, 7, SamplerStats())(z.to(device), seq.to(device), pos.to(device), cand.to(device))
+        return scores.cpu(), seen
+
+    for vandal in (False, True):
+        (want, want_seen), (got, got_seen) = run("cpu", vandal), run("cuda", vandal)
+        assert torch.equal(got, want) and len(got_seen) == len(want_seen) == 7
+        assert all(torch.equal(a, b) for a, b in zip(got_seen, want_seen))
