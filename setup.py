@@ -5,6 +5,9 @@ GTL_KERNELS_BUILD=auto|cpu|cuda|none (default auto):
           CUDA build and a CUDA toolkit is found (CUDA_HOME). A build host needs no GPU.
     cpu   only gtl_kernels._C.      cuda  both, and fail if the CUDA extension cannot be built.
     none  pure Python: the torch (and Triton) backends only.
+GTL_KERNELS_CUDA_OBJECT=path: link this object file in place of compiling csrc/cuda/launchers.cu (the one torch-free
+    nvcc source, the build's long pole: ~2 min for one architecture). For a build host whose nvcc has the same version
+    as the one that made the object; `scripts/cuda_object.sh PATH [ARCH]` makes one with the build's flags.
 Install with `pip install --no-build-isolation .` so the extension compiles against the torch already installed.
 """
 
@@ -42,10 +45,17 @@ def extensions():
         raise SystemExit("GTL_KERNELS_BUILD=cuda needs a CUDA build of torch and CUDA_HOME pointing at a toolkit")
     if MODE in ("auto", "cuda") and cuda_ok:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        sources = sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu"))
+        prebuilt = os.environ.get("GTL_KERNELS_CUDA_OBJECT")
+        if prebuilt:
+            if not os.path.isfile(prebuilt):
+                raise SystemExit(f"GTL_KERNELS_CUDA_OBJECT={prebuilt!r} is not a file")
+            sources = [s for s in sources if not s.endswith(".cu")]
         exts.append(
             cpp_extension.CUDAExtension(
                 "gtl_kernels._C_cuda",
-                sources=sorted(glob.glob("csrc/cuda/*.cpp") + glob.glob("csrc/cuda/*.cu")),
+                sources=sources,
+                extra_objects=[os.path.abspath(prebuilt)] if prebuilt else [],
                 include_dirs=include,
                 extra_compile_args={"cxx": ["-O3", "-g0"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
             )

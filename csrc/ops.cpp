@@ -8,24 +8,23 @@
 #include <Python.h>
 #include <torch/version.h>
 
-#include <sstream>
 #include <string>
 
 namespace {
 
+// std::to_string, not an ostringstream: on one GPU machine (g++ 13.3, torch 2.11+cu130) an int inserted into a stream
+// by this extension crashed in the locale's number formatting at import (2026-12-04); to_string needs no locale.
 std::string build_info() {
-  std::ostringstream s;
-  s << "gtl_kernels._C (C++" << __cplusplus / 100 % 100 << ", "
+  std::string s = "gtl_kernels._C (C++" + std::to_string(__cplusplus / 100 % 100) + ", ";
 #if defined(__clang__)
-    << "clang " << __clang_major__ << "." << __clang_minor__
+  s += "clang " + std::to_string(__clang_major__) + "." + std::to_string(__clang_minor__);
 #elif defined(__GNUC__)
-    << "g++ " << __GNUC__ << "." << __GNUC_MINOR__
+  s += "g++ " + std::to_string(__GNUC__) + "." + std::to_string(__GNUC_MINOR__);
 #endif
 #if defined(_OPENMP)
-    << ", OpenMP " << _OPENMP
+  s += ", OpenMP " + std::to_string(_OPENMP);
 #endif
-    << ", torch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << ")";
-  return s.str();
+  return s + ", torch " + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + ")";
 }
 
 PyObject* py_build_info(PyObject*, PyObject*) { return PyUnicode_FromString(build_info().c_str()); }

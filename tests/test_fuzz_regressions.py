@@ -3,7 +3,7 @@
 A finding in a kernel that is not fixed yet is an ``xfail(strict=True)`` test here, with the minimal reproducer: it
 starts to pass (and so fails, being strict) the moment the kernel is fixed, and is then turned into a plain test. The
 fuzz checks skip exactly the inputs of an open finding (``known_finding``, ``known_finding_atol``) and count them, so
-the rest of the case still runs; docs/RELIABILITY.md lists the findings. The three findings below are fixed.
+the rest of the case still runs; docs/RELIABILITY.md lists the findings. The five findings below are fixed.
 """
 
 import math
@@ -55,6 +55,25 @@ def test_log_probabilities_of_rows_with_a_large_maximum(backend, scale, temperat
     logp, top = logp.double().cpu(), top.double().cpu()
     torch.testing.assert_close(logp, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(top, expected, atol=1e-5, rtol=0)
+
+
+# Finding 4 (fixed): the cuda backend scaled score differences by max(log2(e) / T, 1e-30), so at T = +inf two finite
+# scores 1e30 apart weighed 1 : 2^-1 instead of equally (found on an H200, 2026-12-04; the host emulator runs the same
+# code, so it runs this test too). Every backend: each finite token of a T = +inf row has probability 1 / (allowed).
+@pytest.mark.parametrize("row", [[1.5e-30, 1e30], [1e30, -math.inf, -1e30, 0.5]])
+def test_infinite_temperature_weighs_finite_tokens_equally(backend, row):
+    logits = torch.tensor([row], device=backend.device)
+    finite = torch.tensor(row).isfinite()
+    want = torch.where(finite, -math.log(int(finite.sum())), -math.inf).double()
+    got = gtl_kernels.guided_log_softmax(logits, temperature=math.inf, backend=backend.name)[0].double().cpu()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    _, p_max = gtl_kernels.confidence(logits, temperature=math.inf, kind="max_prob", backend=backend.name)
+    assert abs(p_max.item() - 1 / int(finite.sum())) < 1e-6
+
+
+# Finding 5 (fixed, GPU only): test_log_probabilities_of_rows_with_a_large_maximum at scale 1e5, T = 1e5 failed for
+# triton on an H200 (inf): the compiler fused z * (1 / T) - m into one multiply-add in one pass and rounded the
+# product in another; the Triton kernels now launch with fp fusion off (gtl_kernels.triton._common.NO_FMA).
 
 
 # Finding 3 (fixed): triton's topk_log_softmax wrote only the point set's places (the first one at T = 0, the +inf

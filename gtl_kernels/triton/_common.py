@@ -334,6 +334,15 @@ def rows_per_program(tile: int, n_rows: int, device: torch.device) -> int:
     return max(1, min(256, (1 << 18) // tile, triton.next_power_of_2(max(n_rows, 1))))
 
 
+# Launch option of every kernel that computes scores: no multiply-add contraction. A row's scores are computed in
+# several places (the maximum, the exponentials, the race keys); with contraction the code generator may form
+# z * inv_t - m as one fused multiply-add in one place and round z * inv_t first in another, and where the tempered
+# scores are large (1e10: ulp 1024) the two differ by hundreds of units and an exponential overflows. Found on an H200
+# (2026-12-04, tests/test_fuzz_regressions.py); the reference, the interpreter and the C++ CPU build never contract.
+# torch.compile's traced launch drops backend options such as this one (as it drops ``maxnreg``).
+NO_FMA = {"enable_fp_fusion": False}
+
+
 def num_warps(device: torch.device) -> int:
     return 1 if interpreted(device) else int(os.environ.get("GTL_TRITON_NUM_WARPS", 8))
 

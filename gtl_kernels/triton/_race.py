@@ -481,12 +481,12 @@ def _launch_chunked(a: _Args) -> None:
     shared = dict(R=rows, CW=cw, NCH=max(16, triton.next_power_of_2(n_chunks)), **a.flags)  # few variants to compile
     wrap_triton(_chunk_race_kernel)[(grid, splits)](
         *a.head, stats[0], stats[1], counts, part_f, part_i, a.n, a.v, n_chunks, n_blocks, per_split, plane,
-        CB=cb, FUSED=splits == 1, num_warps=warps, **shared,
+        CB=cb, FUSED=splits == 1, num_warps=warps, **shared, **_common.NO_FMA,
     )
     if splits > 1:
         wrap_triton(_chunk_fold_kernel)[(grid,)](
             *a.head, stats[0], stats[1], counts, part_f, part_i, a.n, a.v, n_chunks, splits, plane,
-            SPLITS_PAD=triton.next_power_of_2(splits), num_warps=4 if warps > 1 else 1, **shared,
+            SPLITS_PAD=triton.next_power_of_2(splits), num_warps=4 if warps > 1 else 1, **shared, **_common.NO_FMA,
         )
 
 
@@ -520,14 +520,14 @@ def _launch_topk(a: _Args, top_k: int) -> None:
     grid = triton.cdiv(a.n, rows)
     wrap_triton(_topk_race_kernel)[(grid, splits)](
         *a.head, ws_buf, ws_bad, a.n, a.v, top_k, n_blocks, per_split,
-        R=rows, BLOCK=block, K_PAD=k_pad, CT=ct, FUSED=splits == 1, num_warps=warps, **a.flags,
+        R=rows, BLOCK=block, K_PAD=k_pad, CT=ct, FUSED=splits == 1, num_warps=warps, **a.flags, **_common.NO_FMA,
     )
     if splits > 1:
         head = a.head[4:]  # the fold reads no scores
         wrap_triton(_topk_fold_kernel)[(grid,)](
             *head, ws_buf, ws_bad, a.n, a.v, top_k, splits,
             R=rows, SPLITS_PAD=triton.next_power_of_2(splits), K_PAD=k_pad, CT=ct, num_warps=warps,
-            maxnreg=_common.TOPK_MERGE_MAXNREG,
+            maxnreg=_common.TOPK_MERGE_MAXNREG, **_common.NO_FMA,
             HAS_INDEX=a.flags["HAS_INDEX"], MASKED=a.flags["MASKED"], LOGPROB=a.flags["LOGPROB"],
         )
 
@@ -543,7 +543,7 @@ def scores(logits, bias, gamma, temperature, mask_id=-1, index=None):
         logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0),
         index if has_index else logits, index.stride(0) if has_index else 0, gamma, temperature, out, v, mask_id,
         BLOCK=block, HAS_BIAS=bias is not None, MASKED=masked, HAS_INDEX=has_index,
-        num_warps=_common.num_warps(logits.device),
+        num_warps=_common.num_warps(logits.device), **_common.NO_FMA,
     )
     return out
 

@@ -95,5 +95,5 @@ class RowStats:
             logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0), gamma,
             temperature, self.ws_f, self.ws_i, self.ws_buf, v, self.n_blocks, self.per_split, self.plane,
             BLOCK=block, HAS_BIAS=bias is not None, CONFIDENCE=confidence, K_PAD=k_pad,
-            num_warps=_common.num_warps(device),
+            num_warps=_common.num_warps(device), **_common.NO_FMA,
         )

@@ -58,7 +58,7 @@ def _confidence(
                       confidence=True)
         wrap_triton(_confidence_kernel)[(n,)](
             gamma, temperature, st.ws_f, st.ws_i, arg, score, st.n_blocks, st.plane,
-            KIND=KINDS.index(kind), num_warps=1,
+            KIND=KINDS.index(kind), num_warps=1, **_common.NO_FMA,
         )
     return arg, score
 

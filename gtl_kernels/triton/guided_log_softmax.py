@@ -66,7 +66,7 @@ def log_softmax(logits, bias, gamma, temperature):
         wrap_triton(_write_kernel)[(n, st.splits)](
             logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0), gamma,
             temperature, st.ws_f, st.ws_i, out, v, st.n_blocks, st.per_split, st.plane,
-            BLOCK=block, HAS_BIAS=bias is not None, num_warps=_common.num_warps(logits.device),
+            BLOCK=block, HAS_BIAS=bias is not None, num_warps=_common.num_warps(logits.device), **_common.NO_FMA,
         )
     return out
 

@@ -96,7 +96,7 @@ def topk(logits, k, bias, gamma, temperature):
             logits, logits.stride(0), logits if bias is None else bias, 0 if bias is None else bias.stride(0), gamma,
             temperature, st.ws_f, st.ws_i, st.ws_buf, values, ids, v, k, st.n_blocks, st.plane, st.splits,
             BLOCK=block, K_PAD=k_pad, SPLITS_PAD=triton.next_power_of_2(st.splits), HAS_BIAS=bias is not None,
-            num_warps=_common.num_warps(device),
+            num_warps=_common.num_warps(device), **_common.NO_FMA,
         )
     return values, ids
 

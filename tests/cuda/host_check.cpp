@@ -93,7 +93,14 @@ void check_keys_and_modes() {
   CHECK(temperature_mode(denorm) == kModeGreedy, "positive subnormal is greedy");
   CHECK(temperature_mode(-denorm) == kModeInvalid && temperature_mode(-1.f) == kModeInvalid, "negative is invalid");
   CHECK(temperature_mode(NAN) == kModeInvalid && temperature_mode(-INFINITY) == kModeInvalid, "NaN/-inf invalid");
-  CHECK(log2_scale(INFINITY) > 0.f, "T = inf keeps a positive scale");
+  // T = +inf: every finite token weighs 2^0, whatever its distance to the maximum; -inf stays -inf, NaN stays NaN
+  const float k_inf = log2_scale(INFINITY);
+  CHECK(k_inf == 0.f, "T = inf scales by 0");
+  CHECK(log2_weight(1.5e-30f, 1e30f, k_inf) == 0.f && log2_weight(-3e38f, 3e38f, k_inf) == 0.f, "T = inf: equal weights");
+  CHECK(log2_weight(-INFINITY, 1e30f, k_inf) == -INFINITY && is_nan(log2_weight(NAN, 1.f, k_inf)), "T = inf: -inf, NaN");
+  CHECK(log2_weight(-INFINITY, 2.f, log2_scale(1.f)) == -INFINITY && is_nan(log2_weight(NAN, 1.f, log2_scale(1.f))),
+        "T = 1: -inf, NaN");
+  CHECK(log2_weight(1.f, 2.f, log2_scale(0.5f)) == -2.f * kLog2e, "T = 0.5: (z - m) / T in log2 units");
 
   const struct {
     uint16_t bits;

@@ -117,11 +117,17 @@ GTL_HD int temperature_mode(float t) {
   return kModeSample;
 }
 
-// Scale from a score difference to log2 units: (z - m) * k2 = (z - m) / T * log2(e). Kept >= 1e-30 so that
-// (-inf) * k2 stays -inf at T = +inf (every finite token then gets the same weight, as in the reference).
-GTL_HD float log2_scale(float t) {
-  const float k2 = kLog2e / t;
-  return k2 > 1e-30f ? k2 : 1e-30f;
+// Scale from a score difference to log2 units: (z - m) * k2 = (z - m) / T * log2(e). 0 at T = +inf (and where
+// log2(e) / T underflows): every finite token then has the same weight, as in the reference.
+GTL_HD float log2_scale(float t) { return kLog2e / t; }
+
+// (z - m) * k2 in log2 units, for z <= m or z = -inf or NaN with m finite: -inf for a -inf token and NaN for NaN at
+// every k2 >= 0. At k2 = 0 the product alone gives NaN for -inf tokens; a floor on k2 instead (1e-30 until
+// 2026-12-04) scaled differences near 1e30 to O(1) and put unequal weights on a T = +inf row (found on an H200 by the
+// fuzz test).
+GTL_HD float log2_weight(float z, float m, float k2) {
+  if (k2 > 0.f) return (z - m) * k2;
+  return z > -kInf ? 0.f : z;  // -inf stays -inf, NaN stays NaN (the comparison is false for both)
 }
 
 // ------------------------------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ GTL_DEV OutForm make_form(int row_mode, const RowStats& rs, float k2) {
 // log p(v) = (z - m) / T - ln S, evaluated in log2 units: ((z - m) * k2 - log2 S) * ln 2.
 GTL_HD float out_value(const OutForm& f, float z, int64_t v) {
   switch (f.mode) {
-    case kFormNormal: return ((z - f.m) * f.k2 - f.log2s) * kLn2;
+    case kFormNormal: return (log2_weight(z, f.m, f.k2) - f.log2s) * kLn2;
     case kFormPosInf: return z == kInf ? f.inf_value : -kInf;
     case kFormGreedy: return v == f.argmax ? 0.f : -kInf;
     default: return NAN;
@@ -172,7 +172,7 @@ GTL_DEV Drawn race(const RowCtx<TL>& row, const ChunkStats* cs, int64_t n_chunks
       mass = log2f(static_cast<float>(n));
     } else {
       if (!(st.m > -kInf)) continue;
-      mass = (st.m - rs.m) * row.k2 + log2f(st.s);
+      mass = log2_weight(st.m, rs.m, row.k2) + log2f(st.s);
     }
     const KeyId cand{mass + neg_log2_exponential(random_bits64(rng.seed, static_cast<uint32_t>(c), rng.offset, kStreamChunk)), c};
     if (beats(cand, best)) best = cand;
@@ -186,7 +186,7 @@ GTL_DEV Drawn race(const RowCtx<TL>& row, const ChunkStats* cs, int64_t n_chunks
     const float z = load_z(row, v);
     const bool allowed = pos_inf ? z == kInf : (z > -kInf && z < kInf);
     if (!allowed) continue;
-    const float d = pos_inf ? 0.f : (z - rs.m) * row.k2;
+    const float d = pos_inf ? 0.f : log2_weight(z, rs.m, row.k2);
     const KeyId cand{d + neg_log2_exponential(random_bits64(rng.seed, static_cast<uint32_t>(v), rng.offset, kStreamToken)), v};
     if (beats(cand, tok)) {
       tok = cand;
@@ -350,7 +350,7 @@ GTL_DEV void process_row(const Problem& p, const Work& w, int64_t r, Smem& sm) {
         } else if (Tr::kEntropy) {
           score = (rs.d / rs.s - log2f(rs.s)) * kLn2;  // sum p ln p = ln 2 * (D / S - log2 S)
         } else if (Tr::kSecond) {
-          score = (1.f - exp2f((rs.m2 - rs.m) * row.k2)) / rs.s;  // p1 - p2, p1 = 1 / S
+          score = (1.f - exp2f(log2_weight(rs.m2, rs.m, row.k2))) / rs.s;  // p1 - p2, p1 = 1 / S
         } else {
           score = 1.f / rs.s;
         }

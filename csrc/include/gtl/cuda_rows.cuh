@@ -264,7 +264,7 @@ GTL_DEV ChunkStats chunk_stats(const RowCtx<TL>& row, int64_t c, int lane, bool 
     float s = 0.f, t = 0.f;
 #pragma unroll
     for (int i = 0; i < kN; ++i) {
-      const float d = (z[i] - m) * k2;  // -inf for -inf tokens (k2 > 0), NaN for NaN
+      const float d = log2_weight(z[i], m, k2);  // -inf for -inf tokens, NaN for NaN
       const float e = exp2f(d);
       s += e;
       if constexpr (kEntropy) t += e > 0.f ? e * d : 0.f;
@@ -356,7 +356,7 @@ GTL_DEV RowStats reduce_row(const ChunkStats* cs, int64_t n_chunks, float k2, bo
     for (int64_t c = tid; c < n_chunks; c += kThreads) {
       const ChunkStats st = cs[c];
       if (!(st.m > -kInf)) continue;  // no allowed finite token in the chunk
-      const float delta = (st.m - rs.m) * k2;
+      const float delta = log2_weight(st.m, rs.m, k2);
       const float w = exp2f(delta);
       s += w * st.s;
       if constexpr (kEntropy) d += w > 0.f ? w * (st.t + delta * st.s) : 0.f;
