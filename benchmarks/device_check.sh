@@ -114,6 +114,13 @@ $BAD_BIAS"; do
 $(nm -DC --defined-only "$so" | grep -c " std::") (_M_insert: $(nm -DC "$so" | grep -c "_M_insert"))"
   done
   note "$(g++ --version | head -1); $(ldconfig -p | grep -m1 "libstdc++.so.6 ")"
+  # a library function compiled inside a `#pragma GCC target` region (cpu_multiversion.h) would use ymm/zmm registers
+  for so in gtl_kernels/_C.*.so; do
+    note "std/c10 functions of $so with ymm/zmm code: $(objdump -d -C --no-show-raw-insn "$so" 2>/dev/null |
+      awk '/^[0-9a-f]+ <.*>:$/ {fn=$0} /[yz]mm/ {if (fn ~ /std::|c10::|at::/ && !(fn in seen)) {seen[fn]=1; n++}}
+      END {print n+0}')"
+  done
+  grep -m1 -o "avx512[a-z]*" /proc/cpuinfo | head -1 | sed 's/^/cpu: /' | tee -a "$SUMMARY"
 fi
 [ "$DRY" = 1 ] || note "backends load, error paths: $([ $PROBE_OK = 1 ] && echo ok || echo 'see above')"
 [ "${STOP_AFTER:-}" = probe ] && { lscpu | grep -E "Model name|^Flags" | cut -c1-400 | tee -a "$SUMMARY"; exit 0; }
@@ -187,8 +194,8 @@ if [ "$HARNESS" = 1 ] && [ "$(left)" -ge 60 ]; then
     --no-png --min-time 0.05 --ops sample --shapes 1x128256 --dtypes bf16 --bias none --baselines argmax,pytorch \
     --e2e-size paper --json "$OUT/e2e.json" || true
 fi
-if [ "$HARNESS" = 1 ] && [ "$(left)" -ge 40 ]; then
-  stage sweep 40 "$LOGS/sweep.log" $PY -m gtl_kernels.bench --preset triton-sweep || true
+if [ "$HARNESS" = 1 ] && [ "$(left)" -ge 60 ]; then  # sample's settings (22 s on an H200), then the other ops at 8 / 4 warps
+  stage sweep 90 "$LOGS/sweep.log" $PY -m gtl_kernels.bench --preset triton-sweep || true
 fi
 LEFT=$(left)
 if [ "$HARNESS" = 1 ] && [ $LEFT -ge 60 ]; then
@@ -204,7 +211,7 @@ for f in "$LOGS"/suite-*.log "$LOGS"/gpu-tests.log; do
   [ -f "$f" ] || continue
   grep -E "^(FAILED|ERROR)" "$f" | head -8 | sed "s|^|$(basename "$f" .log): |" | cut -c1-160
 done
-grep "^sweep" "$LOGS/sweep.log" 2>/dev/null | cut -c1-140
+grep "^sweep" "$LOGS/sweep.log" 2>/dev/null | cut -c1-150
 grep -- "->" "$LOGS/auto-table.log" 2>/dev/null | cut -c1-160
 # Only a few files come back from a device call: one archive of every log.
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$LOGS"

@@ -7,7 +7,8 @@
 * ``gpu-quick``: the Triton sampling ops at issue 4's GPU shapes (bf16, with and without bias) against the floors,
   the copy and the PyTorch step in fp32 and float64 noise.
 * ``triton-sweep``: the launch settings of the Triton chunked race (``GTL_TRITON_BLOCK``,
-  ``GTL_TRITON_NUM_WARPS``) for ``sample`` at N = 8192, V in {50257, 128256}, against ``argmax``; not a table run.
+  ``GTL_TRITON_NUM_WARPS``) for ``sample`` at N = 8192, V in {50257, 128256}, against ``argmax``, then every other op
+  at 8 and 4 warps; not a table run.
 """
 
 from __future__ import annotations
@@ -79,6 +80,31 @@ def triton_sweep() -> int:
                 print(f"sweep V={v:<6} BLOCK={block:<5} warps={warps:<2} sample {t * 1e6:8.1f} us  x argmax "
                       f"{t / t_arg:5.2f}  same tokens as the first setting: {float((got == want).float().mean()):.5f}",
                       flush=True)
+        # the other ops at the two warp counts the first sweep (H200, 2026-12-04) left open for `sample`: 8 (the
+        # default) and 4, BLOCK 4096; each op's outputs must not depend on the setting either
+        os.environ["GTL_TRITON_BLOCK"] = "4096"
+        for v in (50257, 128256):
+            logits = (torch.randn(8192, v, device=dev) * 3).to(torch.bfloat16)
+            keys = torch.arange(8192, device=dev, dtype=torch.int64)
+            x_t = torch.full((8192,), v - 1, device=dev, dtype=torch.int64)
+            ops = {
+                "masked_transition": lambda: gtl_kernels.masked_transition(
+                    x_t, logits, stay_prob=0.5, mask_id=v - 1, seeds=keys, backend="triton"),
+                "guided_log_softmax": lambda: gtl_kernels.guided_log_softmax(logits, backend="triton"),
+                "topk_log_softmax k=64": lambda: gtl_kernels.topk_log_softmax(logits, 64, backend="triton")[1],
+                "confidence": lambda: gtl_kernels.confidence(logits, kind="max_prob", backend="triton")[0],
+                "sample top_k=50": lambda: gtl_kernels.sample(logits, top_k=50, seeds=keys, backend="triton"),
+            }
+            t_arg = bench(lambda: torch.argmax(logits, dim=-1))
+            for name, fn in ops.items():
+                times, outs = {}, {}
+                for warps in (8, 4):
+                    os.environ["GTL_TRITON_NUM_WARPS"] = str(warps)
+                    outs[warps] = fn()
+                    times[warps] = bench(fn)
+                same = torch.equal(outs[8], outs[4])
+                print(f"sweep-op V={v:<6} {name:<22} warps 8 {times[8] * 1e6:8.1f} us ({times[8] / t_arg:5.2f}x argmax)  "
+                      f"warps 4 {times[4] * 1e6:8.1f} us ({times[4] / t_arg:5.2f}x)  same outputs: {same}", flush=True)
     finally:
         for k, val in saved.items():
             if val is None:
