@@ -7,7 +7,8 @@
 # build's long pole.
 #
 #   OUT=/some/dir benchmarks/device_check.sh        # under $OUT (default /tmp/gtl-device-check): summary.txt,
-#                                                   # bench.json, bench-compile.json, e2e.json, auto_table.json, logs.tar.gz
+#                                                   # bench.json, bench-compile.json, e2e.json, auto_table.json,
+#                                                   # compat.json, compat.md, logs.tar.gz
 #   DRY_RUN=1 benchmarks/device_check.sh            # no GPU: print the commands, run only the non-GPU parts
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -155,7 +156,7 @@ for b in $(echo "${SUITE_BACKENDS:-${BACKENDS/,torch/}}" | tr ',' ' '); do  # SU
     "${extra[@]}" --ignore=tests/test_gpu.py --ignore=tests/test_install.py --ignore=tests/test_bench.py || true
 done
 stage gpu-tests 100 "$LOGS/gpu-tests.log" "${PYTEST[@]}" "${XDIST[@]}" tests/test_gpu.py tests/test_triton_backend.py \
-  tests/test_fuzz_regressions.py -rs || true
+  tests/test_fuzz_regressions.py tests/test_bench_compat.py -rs || true
 
 # --- benchmark -----------------------------------------------------------------------------------------------------
 # The issue's shapes, bf16, with and without a dense bias; the harness times the backends and the baselines (argmax
@@ -187,6 +188,11 @@ if [ -f "$OUT/bench.json" ]; then
   stage auto-table 30 "$LOGS/auto-table.log" $PY -m gtl_kernels.bench.auto_table "$OUT/bench.json" \
     --write "$OUT/auto_table.json" || true
 fi
+# the drop-ins against the original formulas on the GPU (issue shapes; the CPU numbers are in docs/PERF.md)
+if [ "$HARNESS" = 1 ] && [ "$(left)" -ge 90 ]; then
+  stage compat 120 "$LOGS/compat.log" $PY -m gtl_kernels.bench.compat --device cuda --runs 5 --max-seconds 8 \
+    --json "$OUT/compat.json" --markdown "$OUT/compat.md" || true
+fi
 # one GTL ancestral and one scheduled step with the paper's model sizes (60M denoiser, 4M ratio net, V = 30522,
 # L = 512): the share of the step outside model forward passes (goal: under 5%)
 if [ "$HARNESS" = 1 ] && [ "$(left)" -ge 60 ]; then
@@ -212,6 +218,7 @@ for f in "$LOGS"/suite-*.log "$LOGS"/gpu-tests.log; do
   grep -E "^(FAILED|ERROR)" "$f" | head -8 | sed "s|^|$(basename "$f" .log): |" | cut -c1-160
 done
 grep "^sweep" "$LOGS/sweep.log" 2>/dev/null | cut -c1-150
+grep -E "^(mdlm|llada|fast_dllm|gtl) " "$LOGS/compat.log" 2>/dev/null | cut -c1-170
 grep -- "->" "$LOGS/auto-table.log" 2>/dev/null | cut -c1-160
 # Only a few files come back from a device call: one archive of every log.
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$LOGS"

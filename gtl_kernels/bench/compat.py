@@ -10,6 +10,10 @@ side calls a model (the GTL step's ratio network), the time inside it is measure
 Peak memory on the CPU: the process's peak resident set (``VmHWM``) is reset before a call (``/proc/self/clear_refs``
 with ``5``, Linux) and read after it, minus the resident set before the call. Memory the allocator keeps from
 earlier calls would hide a call's temporaries, so it is first handed back to the OS (glibc ``malloc_trim``).
+
+``--device cuda``: inputs and model stubs on the GPU; every timed call and every model call ends with a device
+synchronization (so host clocks measure the work, not its launch), and the peak is the caching allocator's peak
+(``torch.cuda.max_memory_allocated``) over the memory allocated before the call.
 """
 
 from __future__ import annotations
@@ -47,8 +51,21 @@ def _release_free_memory() -> None:
         pass
 
 
-def peak_extra_bytes(fn) -> int | None:
-    """Peak resident memory a call of ``fn`` adds (bytes), or ``None`` where the OS cannot tell (not Linux)."""
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_extra_bytes(fn, device: torch.device | None = None) -> int | None:
+    """Peak memory a call of ``fn`` adds (bytes): resident memory on the CPU, or ``None`` where the OS cannot tell
+    (not Linux); the caching allocator's peak on a CUDA ``device``."""
+    if device is not None and device.type == "cuda":
+        _sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        _sync(device)
+        return max(0, torch.cuda.max_memory_allocated(device) - before)
     _release_free_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -61,47 +78,56 @@ def peak_extra_bytes(fn) -> int | None:
 
 
 class ModelClock:
-    """Wraps a callable (a model) and sums the seconds spent inside it."""
+    """Wraps a callable (a model) and sums the seconds spent inside it (``device``: a CUDA device is synchronized
+    before and after each call, so that the seconds are the model's work)."""
 
-    def __init__(self, fn):
-        self.fn, self.seconds = fn, 0.0
+    def __init__(self, fn, device: torch.device | None = None):
+        self.fn, self.seconds, self.device = fn, 0.0, device
 
     def __call__(self, *args, **kwargs):
+        _sync(self.device)
         t0 = time.perf_counter()
         out = self.fn(*args, **kwargs)
+        _sync(self.device)
         self.seconds += time.perf_counter() - t0
         return out
 
     def __getattr__(self, name):
         """The wrapped model's other methods, timed the same way (a ratio model's ``score_substitutions``); a
         method the model lacks is missing here too."""
-        if name == "fn":
+        if name in ("fn", "device"):
             raise AttributeError(name)
         method = getattr(self.fn, name)
 
         def timed(*args, **kwargs):
+            _sync(self.device)
             t0 = time.perf_counter()
             out = method(*args, **kwargs)
+            _sync(self.device)
             self.seconds += time.perf_counter() - t0
             return out
 
         return timed
 
 
-def _timed(fn, inputs) -> tuple[float, float]:
+def _timed(fn, inputs, device: torch.device | None = None) -> tuple[float, float]:
     """(wall seconds, seconds inside models) of one call. A model wrapped in :class:`ModelClock` in ``inputs``
     (key ``"model_clock"``) reports its share."""
     clock = inputs.get("model_clock")
     if clock is not None:
         clock.seconds = 0.0
+        clock.device = device
+    _sync(device)
     t0 = time.perf_counter()
     fn(inputs)
+    _sync(device)
     wall = time.perf_counter() - t0
     return wall, (clock.seconds if clock is not None else 0.0)
 
 
-def measure(case: CompatCase, runs: int, max_seconds: float) -> dict:
-    """Interleaved medians of the original, the drop-in and the floor, and the peak extra memory of each side."""
+def measure(case: CompatCase, runs: int, max_seconds: float, device: torch.device | None = None) -> dict:
+    """Interleaved medians of the original, the drop-in and the floor, and the peak extra memory of each side
+    (``device``: where the case's inputs live; CUDA adds synchronizations, see the module's docstring)."""
     inputs = case.make_inputs()
     for fn in (case.floor, case.dropin, case.original):  # warm-up (allocator, caches, lazy loads)
         fn(inputs)
@@ -110,7 +136,7 @@ def measure(case: CompatCase, runs: int, max_seconds: float) -> dict:
     t_start = time.perf_counter()
     for i in range(runs):
         for side, fn in (("floor", case.floor), ("dropin", case.dropin), ("original", case.original)):
-            wall, model = _timed(fn, inputs)
+            wall, model = _timed(fn, inputs, device)
             times[side].append(wall)
             if side in models:
                 models[side].append(model)
@@ -118,8 +144,8 @@ def measure(case: CompatCase, runs: int, max_seconds: float) -> dict:
             break
     med = {k: statistics.median(v) for k, v in times.items()}
     outside = {k: statistics.median([w - m for w, m in zip(times[k], models[k])]) for k in models}
-    mem = {k: peak_extra_bytes(lambda fn=fn: fn(inputs)) for k, fn in (("original", case.original),
-                                                                       ("dropin", case.dropin))}
+    mem = {k: peak_extra_bytes(lambda fn=fn: fn(inputs), device) for k, fn in (("original", case.original),
+                                                                               ("dropin", case.dropin))}
     return {
         "codebase": case.codebase, "case": case.name, "runs": len(times["floor"]),
         "original_s": med["original"], "dropin_s": med["dropin"], "floor_s": med["floor"],
@@ -132,21 +158,21 @@ def measure(case: CompatCase, runs: int, max_seconds: float) -> dict:
     }
 
 
-def collect(codebases, quick: bool) -> list[CompatCase]:
+def collect(codebases, quick: bool, device="cpu") -> list[CompatCase]:
     cases = []
     for name in codebases:
         try:
             mod = importlib.import_module(f"gtl_kernels.bench.originals.{name}")
         except ModuleNotFoundError:
             continue
-        cases += mod.bench_cases(quick)
+        cases += mod.bench_cases(quick, device)
     return cases
 
 
 def markdown(records: list[dict], meta: dict) -> str:
     """A ``docs/PERF.md`` section."""
     lines = [
-        "## Drop-ins against the original formulas (CPU)",
+        f"## Drop-ins against the original formulas ({meta.get('device', 'cpu').upper()})",
         "",
         f"- machine: {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads; {meta['date']}; "
         f"load before the run {meta['load']}",
@@ -179,21 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=60.0, help="stop repeating a case after this long")
     p.add_argument("--json", help="write the records here")
     p.add_argument("--markdown", help="write the PERF.md section here")
+    p.add_argument("--device", default="cpu", help="where inputs and model stubs live: cpu (default) or cuda[:i]")
     args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gtl-bench --compat: --device cuda needs a CUDA device")
     names = [c.strip() for c in args.codebases.split(",") if c.strip()]
     bad = [c for c in names if c not in CODEBASES]
     if bad:
         raise SystemExit(f"gtl-bench --compat: unknown codebase {bad}; choose from {list(CODEBASES)}")
     import os
 
-    meta = {"machine": f"{platform.machine()} x {os.cpu_count()} CPUs", "torch": torch.__version__,
+    machine = f"{platform.machine()} x {os.cpu_count()} CPUs"
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)} ({machine})"
+    meta = {"machine": machine, "device": device.type, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-            "command": "gtl-bench --compat" + (" --quick" if args.quick else "")}
+            "command": "gtl-bench --compat" + (" --quick" if args.quick else "")
+            + (f" --device {args.device}" if device.type != "cpu" else "")}
     records = []
     with torch.inference_mode():
-        for case in collect(names, args.quick):
-            r = measure(case, args.runs, args.max_seconds)
+        for case in collect(names, args.quick, device):
+            r = measure(case, args.runs, args.max_seconds, device)
             records.append(r)
             print(f"{r['codebase']:<9} {r['case']:<44} original {r['original_outside_s'] * 1e3:9.1f} ms  "
                   f"drop-in {r['dropin_outside_s'] * 1e3:8.2f} ms  speedup {r['speedup']:6.1f}x  "

@@ -3,7 +3,7 @@ their published semantics (written here, not copied), one module per codebase.
 
 They are the other side of every comparison: the equivalence tests (``tests/test_compat_<codebase>.py``) check the
 drop-ins against them, and ``gtl_kernels.bench.compat`` times both on the same inputs in the same run. Each module
-exposes ``bench_cases(quick: bool) -> list[CompatCase]``.
+exposes ``bench_cases(quick: bool, device="cpu") -> list[CompatCase]`` (inputs and model stubs on ``device``).
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def generate(model, prompt, steps=128, gen_length=128, block_length=128, tempera
     return x, nfe
 
 
-def bench_cases(quick: bool) -> list[CompatCase]:
+def bench_cases(quick: bool, device="cpu") -> list[CompatCase]:
     """One Fast-dLLM step outside the model, the same tensors to both sides.
 
     No-cache decoding (``generate``): logits of the whole sequence, ``B * L = 1024`` (prompt 512 + gen 512,
@@ -146,9 +146,9 @@ def bench_cases(quick: bool) -> list[CompatCase]:
     for label, temperature, threshold, factor, cached in variants:
         def make(cached=cached):
             if cached:  # only the block's logits: every position a candidate
-                d = _step_inputs(cache_batch, 0, block, vocab, block, block, False)
+                d = _step_inputs(cache_batch, 0, block, vocab, block, block, False, device=device)
             else:
-                d = _step_inputs(batch, prompt_len, gen_len, vocab, block, block, False)
+                d = _step_inputs(batch, prompt_len, gen_len, vocab, block, block, False, device=device)
             d["mask_index"] = d["x"] == d["mask_id"]
             d["mask_index"][:, d["block_end"]:] = False
             return d

@@ -81,8 +81,8 @@ def ratio_guidance_denoise(xt, log_x_theta, ratio_model, move_chance_t, move_cha
 class StubRatio:
     """A cheap stand-in ratio network: the mean of a fixed random score per token, ``z [n, L] -> fp32 [n]``."""
 
-    def __init__(self, vocab: int, seed: int = 5):
-        self.table = torch.randn(vocab, generator=torch.Generator().manual_seed(seed))
+    def __init__(self, vocab: int, seed: int = 5, device="cpu"):
+        self.table = torch.randn(vocab, generator=torch.Generator().manual_seed(seed)).to(device)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         return self.table[z].mean(dim=1)
@@ -97,7 +97,7 @@ class SubstitutionStubRatio(StubRatio):
         return (base[:, None] + self.table[cand]) / z.shape[1]
 
 
-def bench_cases(quick: bool) -> list[CompatCase]:
+def bench_cases(quick: bool, device="cpu") -> list[CompatCase]:
     """The guided step at ``[B·L = 1024, V = 30522]`` (``B = 2, L = 512``, every position masked, ``K = 8``) with
     ``n_ratio`` 8 / 64 / 512 and a stub ratio network; ``quick``: ``[32, 500]``, ``n_ratio`` 8."""
     from gtl_kernels.compat import gtl as dropin
@@ -109,14 +109,16 @@ def bench_cases(quick: bool) -> list[CompatCase]:
     mt, ms = 0.5, 0.5 - 1.0 / 64
 
     def make_inputs(ratio):
-        return lambda: {"log_p": subs_log_probs(batch, length, vocab, mask, seed=6),
-                        "x": torch.full((batch, length), mask, dtype=torch.int64), "model_clock": ModelClock(ratio)}
+        return lambda: {"log_p": subs_log_probs(batch, length, vocab, mask, seed=6).to(device),
+                        "x": torch.full((batch, length), mask, dtype=torch.int64, device=device),
+                        "model_clock": ModelClock(ratio)}
 
     cases = []
     # whole-sequence ratio network (the drop-in builds every substituted sequence, in chunks), then one that scores
     # substitutions itself (the original cannot use that and builds them all, as before)
-    settings = [(n, StubRatio(vocab), "") for n in ((8,) if quick else (8, 64, 512))]
-    settings += [(n, SubstitutionStubRatio(vocab), ", substitution-aware ratio") for n in ((8,) if quick else (64, 512))]
+    settings = [(n, StubRatio(vocab, device=device), "") for n in ((8,) if quick else (8, 64, 512))]
+    settings += [(n, SubstitutionStubRatio(vocab, device=device), ", substitution-aware ratio")
+                 for n in ((8,) if quick else (64, 512))]
     for n, ratio, label in settings:
         cases.append(CompatCase(
             codebase="gtl", name=f"guided step n_ratio={n} fp32 [{batch * length}, {vocab}]{label}",

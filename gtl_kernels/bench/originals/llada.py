@@ -188,11 +188,11 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _step_inputs(batch, prompt_len, gen_len, vocab, block_length, steps_per_block, cfg, seed=0):
+def _step_inputs(batch, prompt_len, gen_len, vocab, block_length, steps_per_block, cfg, seed=0, device=None):
     """One step's state at the first step of the first block: prompt tokens, then ``gen_len`` masks; random
     logits (scaled to a language model's spread, never zeros) for the conditional and, with CFG, the unconditional
     pass; ``num_transfer`` from LLaDA's schedule."""
-    device = _device()
+    device = torch.device(device) if device is not None else _device()
     g = torch.Generator(device=device).manual_seed(seed)
     mask_id = vocab - 1 if vocab < MASK_ID else MASK_ID
     x = torch.full((batch, prompt_len + gen_len), mask_id, dtype=torch.int64, device=device)
@@ -205,7 +205,7 @@ def _step_inputs(batch, prompt_len, gen_len, vocab, block_length, steps_per_bloc
                 num_transfer=num_transfer[:, 0], mask_id=mask_id)
 
 
-def bench_cases(quick: bool) -> list[CompatCase]:
+def bench_cases(quick: bool, device="cpu") -> list[CompatCase]:
     """One LLaDA step outside the model at ``B * L = 1024`` (prompt 512 + gen 512, V = 126464; quick: B = 2,
     prompt 16 + gen 16, V = 1000), blocks of 32 and 128, temperature 0 and 1, with and without CFG (scale 1.5)."""
     from ...compat import llada as dropin
@@ -217,7 +217,7 @@ def bench_cases(quick: bool) -> list[CompatCase]:
         for temperature in (0.0, 1.0):
             for cfg in (0.0, 1.5):
                 def make(bl=block_length, spb=steps_per_block, c=cfg):
-                    inputs = _step_inputs(batch, prompt_len, gen_len, vocab, bl, spb, c > 0)
+                    inputs = _step_inputs(batch, prompt_len, gen_len, vocab, bl, spb, c > 0, device=device)
                     inputs["keys"] = dropin.row_keys(7, None, batch, inputs["x"].shape[1], inputs["x"].device)
                     return inputs
 

@@ -49,7 +49,7 @@ def subs_log_probs(batch: int, length: int, vocab: int, mask_index: int, seed: i
     return torch.log_softmax(logits, dim=-1)
 
 
-def bench_cases(quick: bool) -> list[CompatCase]:
+def bench_cases(quick: bool, device="cpu") -> list[CompatCase]:
     """MDLM's step at ``[B·L = 1024, V = 50257]`` (half the positions masked), ``quick``: ``[64, 1000]``."""
     from gtl_kernels.compat import mdlm as dropin
 
@@ -61,12 +61,12 @@ def bench_cases(quick: bool) -> list[CompatCase]:
         gen = torch.Generator().manual_seed(1)
         x = torch.randint(0, mask, (batch, length), generator=gen)
         x[torch.rand(batch, length, generator=gen) < 0.5] = mask
-        return {"log_p_x0": subs_log_probs(batch, length, vocab, mask, seed=2), "x": x}
+        return {"log_p_x0": subs_log_probs(batch, length, vocab, mask, seed=2).to(device), "x": x.to(device)}
 
     return [CompatCase(
         codebase="mdlm", name=f"ddpm_update fp32 [{batch * length}, {vocab}]", make_inputs=make_inputs,
-        original=lambda d: ddpm_update(d["log_p_x0"], d["x"], torch.full((batch, 1, 1), mt),
-                                       torch.full((batch, 1, 1), ms), mask),
+        original=lambda d: ddpm_update(d["log_p_x0"], d["x"], torch.full((batch, 1, 1), mt, device=device),
+                                       torch.full((batch, 1, 1), ms, device=device), mask),
         dropin=lambda d: dropin.ddpm_update(d["log_p_x0"], d["x"], mt, ms, mask, seeds=3, offset=1),
         floor=lambda d: torch.amax(d["log_p_x0"], dim=-1),
         logits_bytes=batch * length * vocab * 4, temporaries=TEMPORARIES,
