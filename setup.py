@@ -57,6 +57,7 @@ def extensions():
                 sources=sources,
                 extra_objects=[os.path.abspath(prebuilt)] if prebuilt else [],
                 include_dirs=include,
+                # scripts/cuda_object.sh repeats the nvcc flags (its object's stamp hashes this file)
                 extra_compile_args={"cxx": ["-O3", "-g0"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
             )
         )

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Compiles csrc/cuda/launchers.cu (torch-free, the CUDA build's long pole) into one object for one architecture with
 # the flags setup.py's CUDA extension compiles it with, so that a build host can link it instead
-# (GTL_KERNELS_CUDA_OBJECT=OUT.o): OUT.o.nvcc records the nvcc version and a hash of the sources, which the host's
-# nvcc and checkout must match (benchmarks/device_check.sh compiles from source otherwise).
+# (GTL_KERNELS_CUDA_OBJECT=OUT.o): OUT.o.nvcc records the nvcc version and a hash of the sources, of setup.py (its
+# nvcc flags, repeated below) and of this script, which the host's nvcc and checkout must match
+# (benchmarks/device_check.sh compiles from source otherwise).
 #   scripts/cuda_object.sh OUT.o [ARCH]      # ARCH: 90a (default), 90, 80, ...
 #   scripts/cuda_object.sh --stamp           # the line OUT.o.nvcc must hold for this checkout (nvcc found here)
 set -euo pipefail
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 stamp() {
   local nvcc_version
   nvcc_version=$("$NVCC" --version | grep -o "release [0-9.]*")
-  echo "$nvcc_version sources $(cat csrc/cuda/launchers.cu csrc/include/gtl/* | sha256sum | cut -c1-16)"
+  echo "$nvcc_version sources $(cat csrc/cuda/launchers.cu csrc/include/gtl/* setup.py scripts/cuda_object.sh |
+    sha256sum | cut -c1-16)"
 }
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 NVCC="${NVCC:-$CUDA_HOME/bin/nvcc}"

@@ -78,11 +78,11 @@ def peak_extra_bytes(fn, device: torch.device | None = None) -> int | None:
 
 
 class ModelClock:
-    """Wraps a callable (a model) and sums the seconds spent inside it (``device``: a CUDA device is synchronized
-    before and after each call, so that the seconds are the model's work)."""
+    """Wraps a callable (a model) and sums the seconds spent inside it. ``device`` (set by :func:`_timed`): a CUDA
+    device is synchronized before and after each call, so that the seconds are the model's work."""
 
-    def __init__(self, fn, device: torch.device | None = None):
-        self.fn, self.seconds, self.device = fn, 0.0, device
+    def __init__(self, fn):
+        self.fn, self.seconds, self.device = fn, 0.0, None
 
     def __call__(self, *args, **kwargs):
         _sync(self.device)
