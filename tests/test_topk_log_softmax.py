@@ -74,3 +74,36 @@ def test_heavy_ties_give_the_reference_ids(backend, n, k):
     ref = torch.sort(logp, dim=-1, descending=True, stable=True)
     assert torch.equal(ids, ref.indices[:, :k])
     torch.testing.assert_close(values.double(), ref.values[:, :k], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+@pytest.mark.parametrize("k", [128, 512, 700])
+def test_rows_built_against_the_sampled_threshold(backend, n, k):
+    """The CPU backend starts large rows (here, V = 30522, k >= ~90) from a threshold read off a strided sample of
+    512 tokens (docs/CPU_BACKEND.md, "Top-k"); rows built so that the sample misleads it must still come out exact:
+    row 0 is high exactly at the sampled positions, row 1 is finite only there (both: fewer than k tokens above the
+    threshold, so the row is scanned again; at k = 700 row 1 has fewer than k finite tokens), rows 2 and later are
+    ascending in id (the worst order for a buffer without the threshold). n = 1 splits the row among threads."""
+    if backend.interpreted:
+        pytest.skip("interpreter: the large rows are slow, and only the CPU backend speculates")
+    v = 30522
+    stride = v // 512
+    sampled = torch.arange(512) * stride + stride // 2
+    g = torch.Generator().manual_seed(k + n)
+    logits = torch.randn(max(n, 3), v, generator=g, dtype=torch.float64)
+    logits[0, sampled] += 8.0
+    logits[1] = -math.inf
+    logits[1, sampled] = torch.randn(512, generator=g, dtype=torch.float64)
+    logits[2:] = torch.sort(logits[2:], dim=-1).values
+    logits = logits[:n].float().to(backend.device)
+    values, ids = gtl_kernels.topk_log_softmax(logits, k, backend=backend.name)
+    logp = _oracle(logits, None, 1.0, 1.0)
+    ref = torch.sort(logp, dim=-1, descending=True, stable=True)
+    ref_values, ref_ids = ref.values[:, :k], ref.indices[:, :k]
+    torch.testing.assert_close(values.double(), ref_values, atol=ATOL, rtol=RTOL)
+    # ids: distinct, each one's own log-probability is its value (neighbours equal after fp32 rounding may swap),
+    # and the -inf tail is the lowest ids not chosen, in order
+    assert all(len(set(row)) == k for row in ids.cpu().tolist())
+    torch.testing.assert_close(logp.gather(1, ids), ref_values, atol=ATOL, rtol=RTOL)
+    tail = ref_values == -math.inf
+    assert torch.equal(ids[tail], ref_ids[tail])

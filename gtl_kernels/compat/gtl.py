@@ -91,16 +91,21 @@ def ratio_guidance_denoise(xt: torch.Tensor, log_x_theta: torch.Tensor | None, r
     stay = (ms / mt).clamp(0.0, 1.0)
     keep = _tokens_kept(cache, g, stay, top_k_sampling)
     keys = gk.derive_keys(sequence_seeds(bsz, seeds, generator, device)[seq], pos)
-    kinds = keep.unique().tolist()
-    for k in kinds:  # one call per number of kept tokens (at most two values)
-        if k == 0:  # only the mask survived the top-K filter: the position stays masked
+    n = cache.cand.shape[1]
+    masks = torch.full_like(seq, mask_index)
+    drawn = masks  # rows whose top-K filter kept only the mask stay masked
+    for k in keep.unique().tolist():  # one call per number of kept tokens (at most two values)
+        if k == 0:
             continue
-        r = slice(None) if len(kinds) == 1 else (keep == k).nonzero(as_tuple=True)[0]  # no [M, n] copies if one
-        out[seq[r], pos[r]] = gk.masked_transition(
-            xt[seq[r], pos[r]], cache.cand_logp[r], cache.rho[r], g[r].float(), 1.0,
-            k if k < cache.cand.shape[1] else 0, stay_prob=stay[r].float(), mask_id=mask_index,
-            seeds=keys[r], offset=offset, index=cache.cand[r],
-        )
+        # every row goes to every call, and the rows of other kinds are marked unmasked: masked_transition copies
+        # those without reading them, so no [M, n] gathers; a row's draw depends only on its own key
+        this = keep == k
+        x = torch.where(this, masks, masks.new_tensor(0 if mask_index else 1))
+        tokens = gk.masked_transition(x, cache.cand_logp, cache.rho, g.float(), 1.0, k if k < n else 0,
+                                      stay_prob=stay.float(), mask_id=mask_index, seeds=keys, offset=offset,
+                                      index=cache.cand)
+        drawn = torch.where(this, tokens, drawn)
+    out[seq, pos] = drawn
     return out, cache
 
 

@@ -262,24 +262,104 @@ GTL_VI void topk_cut(TopK* t) {
   t->thr = key_z(mn);
 }
 
+// A speculative top-k threshold (docs/CPU_BACKEND.md, "Top-k"): the r-th largest score of a strided sample of
+// kSpecSample tokens of the row, with r the expected number of sampled tokens among the row's best k plus four
+// standard deviations and 2. Started from it, the candidate buffer admits about r / kSpecSample of the row, with
+// no flood of early tokens and no cuts while the threshold climbs. Exactness never rests on it: a row that ends
+// with fewer than k tokens above it (probability ~1e-4 when the row's order is unrelated to the stride) is scanned
+// again without it. -inf (no speculation) where it would not pay (speculation_pays), for rows whose scores the buffer
+// does not hold as read (T = +inf, an excluded token), and for rows with fewer than r finite sampled scores or a NaN
+// among them.
+constexpr int64_t kSpecSample = 512;
+
+// The rank r of the threshold within the sample (the expected number of sampled tokens among the best k, plus four
+// standard deviations and 2).
+GTL_VI int64_t spec_rank(int64_t v, int64_t k) {
+  const double mean = static_cast<double>(kSpecSample) * static_cast<double>(k) / static_cast<double>(v);
+  return static_cast<int64_t>(std::ceil(mean + 4.0 * std::sqrt(mean) + 2.0));
+}
+
+// Speculate when the threshold admits fewer tokens (v r / kSpecSample) than a buffer whose threshold climbs as the
+// row is read takes in on a row in random order (k (1 + ln(v / k)): the j-th token enters with probability k / j),
+// and at most an eighth of the row. At V = 30522 that is k >= ~90; measured (2026-12-04, 1024 rows, 2 threads):
+// k = 512 24-28 ms against 32 ms, k = 1024 28-31 against 38-39, k = 16 to 64 no gain.
+GTL_VI bool speculation_pays(int64_t v, int64_t k) {
+  if (v < 16 * kSpecSample || k < 1) return false;
+  const int64_t r = spec_rank(v, k);
+  const double admitted = static_cast<double>(v) * static_cast<double>(r) / kSpecSample;
+  return r <= kSpecSample / 8 && admitted < static_cast<double>(k) * (1.0 + std::log(static_cast<double>(v) / k));
+}
+
+template <int64_t E>
+GTL_VI void gather_strided(unsigned char* dst, const char* src, int64_t stride) {
+  for (int64_t i = 0; i < kSpecSample; ++i) std::memcpy(dst + i * E, src + (i * stride + stride / 2) * E, E);
+}
+
+GTL_VI void gather_sample(unsigned char* dst, const char* src, int64_t esize, int64_t stride) {
+  if (esize == 2) gather_strided<2>(dst, src, stride);
+  else if (esize == 4) gather_strided<4>(dst, src, stride);
+  else gather_strided<8>(dst, src, stride);
+}
+
+// Prefetches the sampled tokens of a row (the next one, while this one is scanned): the sample touches a quarter of
+// the row's cache lines, one load each, and waiting on them took ~10% of topk_log_softmax at k = 512.
+GTL_VI void prefetch_sample(const RowScan& rs, int64_t v) {
+  const int64_t stride = v / kSpecSample;
+  for (int64_t i = 0; i < kSpecSample; ++i) {
+    const int64_t j = i * stride + stride / 2;
+    _mm_prefetch(rs.x + j * rs.x_esize, _MM_HINT_T1);
+    if (rs.b) _mm_prefetch(rs.b + j * rs.b_esize, _MM_HINT_T1);
+  }
+}
+
+GTL_VI float speculative_threshold(const RowScan& rs, int64_t v, int64_t k) {
+  if (!speculation_pays(v, k) || rs.mode != RowMode::kTempered || rs.flat || rs.excl >= 0 || rs.excl_ids)
+    return -kInf;
+  const int64_t r = spec_rank(v, k);
+  alignas(64) unsigned char xs[kSpecSample * 8];
+  alignas(64) unsigned char bs[kSpecSample * 8];
+  alignas(64) float z[kSpecSample + kMaxW];
+  const int64_t stride = v / kSpecSample;
+  gather_sample(xs, rs.x, rs.x_esize, stride);
+  if (rs.b) gather_sample(bs, rs.b, rs.b_esize, stride);
+  // pass 1 itself forms the sampled scores: the same arithmetic as the scan, whatever the dtypes
+  if (rs.pass1(xs, rs.b ? bs : nullptr, rs.g, kSpecSample, z).nan) return -kInf;
+  std::nth_element(z, z + (r - 1), z + kSpecSample, std::greater<float>());
+  return z[r - 1];
+}
+
+// Whether the filter should run branch-free from a speculative threshold: the expected share of vectors with a lane
+// above it, 1 - (1 - r / kSpecSample)^W, exceeds ~1/5.
+GTL_VI bool speculation_dense(int64_t v, int64_t k) {
+  const double admit = static_cast<double>(spec_rank(v, k)) / kSpecSample;
+  return 1.0 - std::pow(1.0 - admit, W) > 0.2;
+}
+
 // Appends the chunk's scores above the current top-k threshold (see TopK, cpu_select.h); ids start at id0.
 // No branch per token: a vector with a passing score is compressed whole (while the threshold is still low, a branch
 // per token mispredicts at random). A vector with none is skipped, which the predictor learns once the threshold is
 // high; compressing every vector instead measured 1.6x slower at k = 1 (docs/CPU_BACKEND.md).
-GTL_VI void topk_offer(const float* buf, int64_t plen, uint32_t id0, TopK* t) {
-  const vf thr = splat(t->thr);
-  uint32_t* keys = t->key.data();
-  uint32_t* ids = t->id.data();
-  int64_t n = t->n;
+template <bool kDense>
+GTL_VI int64_t topk_filter(const float* buf, int64_t plen, uint32_t id0, float threshold, int64_t n, uint32_t* keys,
+                           uint32_t* ids) {
+  const vf thr = splat(threshold);
   for (int64_t i = 0; i < plen; i += W) {
     const vf z = load(buf + i);
     const uint32_t bits = mask_bits(z > thr);
-    if (!bits) continue;
+    if (!kDense && !bits) continue;
     const vu u = (vu)(z + splat(0.f));  // -0 -> +0: equal scores tie on the id
     const vu key = u ^ ((vu)((vi)u >> 31) | splat_u(0x80000000u));  // z_key on every lane
     const vu id = (vu)iota() + splat_u(id0 + static_cast<uint32_t>(i));
     n += compress_store2(keys + n, key, ids + n, id, bits);
   }
-  t->n = n;
+  return n;
+}
+
+// TopK::dense (set by the scan from the speculative threshold's expected admission rate) selects the loop without
+// the branch: near half the vectors passing, the branch mispredicts at random and cost ~1/4 of topk_log_softmax at
+// k = 512 (docs/CPU_BACKEND.md, "Top-k").
+GTL_VI void topk_offer(const float* buf, int64_t plen, uint32_t id0, TopK* t) {
+  t->n = t->dense ? topk_filter<true>(buf, plen, id0, t->thr, t->n, t->key.data(), t->id.data())
+                  : topk_filter<false>(buf, plen, id0, t->thr, t->n, t->key.data(), t->id.data());
   topk_cut(t);
 }

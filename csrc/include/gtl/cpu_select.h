@@ -202,6 +202,7 @@ struct TopK {
   int64_t n = 0;     // live entries [0, n)
   int64_t full = 0;  // a cut happens when n reaches this
   float thr = -kInf;
+  bool dense = false;  // the filter stores every vector (see topk_offer)
   std::vector<uint32_t> key, id;
   SelectScratch scratch;
 
@@ -211,6 +212,7 @@ struct TopK {
     k = k_;
     n = 0;
     thr = -kInf;
+    dense = false;
     // 4k, not 2k: half as many cuts of twice as many keys (13% faster at k = 64, the same at k = 1, 8 and 512;
     // docs/CPU_BACKEND.md); k small: a cut after every few tokens would cost more than it saves
     full = std::max<int64_t>(4 * k, kRadixMin);

@@ -6,6 +6,7 @@
 struct TopkScratch {
   ChunkBuffer b;
   TopK sel;
+  float spec = -kInf;  // the speculative threshold this part started from (speculative_threshold)
   std::vector<Cand> merged;
 };
 
@@ -39,11 +40,15 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
   TopkScratch proto;
   proto.sel.reset(k);
 
-  auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, TopkScratch& s) {
+  auto scan_part = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, TopkScratch& s, bool speculate) {
     const RowScan rs = make_row_scan(sa, r, guided, unguided);
     if (rs.mode == RowMode::kInvalid) return;
     const ScanNeeds need = needs_of(rs.mode);
     s.sel.reset(k);
+    if (speculate && speculation_pays(v, k) && r + 1 < sa.n) prefetch_sample(make_row_scan(sa, r + 1, guided, unguided), v);
+    s.spec = speculate ? speculative_threshold(rs, v, k) : -kInf;
+    s.sel.thr = s.spec;
+    s.sel.dense = s.spec > -kInf && speculation_dense(v, k);
     for (int64_t c = cb; c < ce; ++c) {
       int64_t len;
       const Pass1 p = load_chunk(rs, c, v, s.b.buf, &len);
@@ -54,6 +59,9 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
       }
       topk_offer(s.b.buf, padded(len), static_cast<uint32_t>(c * kChunk), &s.sel);
     }
+  };
+  auto scan = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, TopkScratch& s) {
+    scan_part(r, cb, ce, st, s, true);
   };
 
   auto finish = [&](int64_t r, ChunkStats* st, TopkScratch* parts, int64_t nparts) {
@@ -71,6 +79,12 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
     if (d.mode == RowMode::kGreedy) {
       p.push_back(make_cand(0.f, static_cast<uint32_t>(d.argmax)));
     } else {
+      int64_t got = 0;
+      for (int64_t q = 0; q < nparts; ++q) got += parts[q].sel.n;
+      if (got < k && parts[0].spec > -kInf) {  // the speculative threshold was too high: scan the row again without
+        scan_part(r, 0, n_chunks, st, parts[0], false);
+        nparts = 1;
+      }
       for (int64_t q = 0; q < nparts; ++q) parts[q].sel.append_to(p);
       select_best(p, k, parts[0].sel.scratch);  // in id order: parts cover ascending chunk ranges
       if (d.inf_mode) {  // the +inf tokens (the best candidates) share the mass
