@@ -426,7 +426,8 @@ class AncestralSampler:
             (int64 ``[B, L]`` next tokens, stats). Unmasked tokens never change.
         """
         stats = stats if stats is not None else SamplerStats(samples=z.shape[0], steps=1)
-        state = state if state is not None and self.cache and logits is None else AncestralState()
+        kept = state is not None and self.cache and logits is None  # the state outlives this step
+        state = state if kept else AncestralState()
         t, s = 1.0 - i / self.steps, 1.0 - (i + 1) / self.steps
         stale = torch.ones(z.shape[0], dtype=torch.bool, device=z.device) if state.fresh is None else ~state.fresh
         if logits is not None:
@@ -439,12 +440,12 @@ class AncestralSampler:
             state.scores = fresh if whole else state.scores.index_put((stale,), fresh)
             stats.denoiser_passes += int(stale.sum())
             stats.denoiser_calls += 1
-        z_new = self._transition(z, i, seeds, state, stale, stats, t, s)
+        z_new = self._transition(z, i, seeds, state, stale, stats, t, s, kept)
         _check_drawn(z_new, 0, f"{type(self).__name__} step {i}")
         state.fresh = ~(z_new != z).any(1)
         return z_new, stats
 
-    def _transition(self, z, i, seeds, state, stale, stats, t, s):
+    def _transition(self, z, i, seeds, state, stale, stats, t, s, kept):
         return gk.masked_transition(
             z, state.scores, None, 1.0, self.temperature, self.top_k,
             stay_prob=self.schedule.stay_prob(t, s), mask_id=self.mask_id, seeds=seeds, offset=i,
@@ -506,28 +507,35 @@ class GuidedAncestralSampler(AncestralSampler):
             return torch.log_softmax(rows[flat_rows].float(), dim=-1).gather(1, cand), cand
         return topn_candidates(rows, flat_rows, min(self.n_ratio, vocab - 1))  # never the mask (its score is -inf)
 
-    def _transition(self, z, i, seeds, state, stale, stats, t, s):
+    def _transition(self, z, i, seeds, state, stale, stats, t, s, kept):
         bsz, length = z.shape
         masked = z == self.mask_id
         todo = masked & stale.unsqueeze(1)  # masked positions of sequences whose candidates are out of date
         seq, pos = todo.nonzero(as_tuple=True)
+        current = None  # (cand, cand_logp, rho) of every masked position, row-major, when this step made them all
         if len(seq):
             cand_logp, cand = self._candidates(state.scores, seq * length + pos)
             rho = RatioScorer(self.ratio, self.ratio_chunk, stats)(z, seq, pos, cand)
             rho = _impossible_stay_impossible(rho, cand_logp)
-            if state.cand is None or state.cand.shape[-1] != cand.shape[-1]:
-                width = cand.shape[-1]
-                state.cand = torch.zeros(bsz, length, width, dtype=torch.int64, device=z.device)
-                state.cand_logp = torch.zeros(bsz, length, width, device=z.device)
-                state.rho = torch.zeros(bsz, length, width, device=z.device)
-            state.cand[seq, pos], state.cand_logp[seq, pos], state.rho[seq, pos] = cand, cand_logp, rho
+            if torch.equal(todo, masked):
+                current = (cand, cand_logp, rho)
+            if kept or current is None:  # stored only where a later step, or the gather below, reads them
+                if state.cand is None or state.cand.shape[-1] != cand.shape[-1]:
+                    width = cand.shape[-1]
+                    state.cand = torch.zeros(bsz, length, width, dtype=torch.int64, device=z.device)
+                    state.cand_logp = torch.zeros(bsz, length, width, device=z.device)
+                    state.rho = torch.zeros(bsz, length, width, device=z.device)
+                state.cand[seq, pos], state.cand_logp[seq, pos], state.rho[seq, pos] = cand, cand_logp, rho
         seq, pos = masked.nonzero(as_tuple=True)
         z_new = z.clone()
         if len(seq):
+            if current is None:
+                current = (state.cand[seq, pos], state.cand_logp[seq, pos], state.rho[seq, pos])
+            cand, cand_logp, rho = current
             z_new[seq, pos] = gk.masked_transition(
-                z[seq, pos], state.cand_logp[seq, pos], state.rho[seq, pos], self.gamma(1.0 - t), self.temperature,
+                z[seq, pos], cand_logp, rho, self.gamma(1.0 - t), self.temperature,
                 self.top_k, stay_prob=self.schedule.stay_prob(t, s), mask_id=self.mask_id,
-                seeds=_row_keys(seeds, seq, pos), offset=i, index=state.cand[seq, pos],
+                seeds=_row_keys(seeds, seq, pos), offset=i, index=cand,
             )
         return z_new
 

@@ -131,7 +131,31 @@ def bench_cases(quick: bool, device="cpu") -> list[CompatCase]:
             floor=lambda d: torch.amax(d["log_p"], dim=-1),
             logits_bytes=batch * length * vocab * 4, temporaries=TEMPORARIES,
         ))
+    # the package's own sampler on the same inputs: GuidedAncestralSampler.step with the denoiser's output given, at
+    # step 32 of 64 (t = 1/2, s = 1/2 - 1/64: the times above)
+    for n in (8,) if quick else (8, 64, 512):
+        cases.append(CompatCase(
+            codebase="gtl", name=f"GuidedAncestralSampler.step n_ratio={n} fp32 [{batch * length}, {vocab}]",
+            make_inputs=make_inputs(StubRatio(vocab, device=device)),
+            original=lambda d, n=n: ratio_guidance_denoise(d["x"], d["log_p"], d["model_clock"], mt, ms, mask, 1.0,
+                                                           n, 8),
+            dropin=lambda d, n=n: _sampler_step(d, mask, n, device),
+            floor=lambda d: torch.amax(d["log_p"], dim=-1),
+            logits_bytes=batch * length * vocab * 4, temporaries=TEMPORARIES,
+        ))
     return cases
+
+
+def _sampler_step(d: dict, mask: int, n_ratio: int, device) -> torch.Tensor:
+    from gtl_kernels.gtl.samplers import GuidedAncestralSampler
+
+    def no_denoiser(*args):
+        raise AssertionError("the step was given the denoiser's output")
+
+    sampler = GuidedAncestralSampler(no_denoiser, d["model_clock"], mask, 64, mode="topn", n_ratio=n_ratio, gamma=1.0,
+                                     top_k=8, ratio_chunk=1024, device=device)
+    seeds = torch.arange(d["x"].shape[0], device=d["x"].device)
+    return sampler.step(d["x"], 32, seeds, logits=d["log_p"])[0]
 
 
 def planner_probs(xt, pos, log_x_theta, ratio_model, mask_index: int, gamma: float = 1.0, n_ratio: int = 512,
