@@ -79,7 +79,7 @@ def test_heavy_ties_give_the_reference_ids(backend, n, k):
 @pytest.mark.parametrize("n", [1, 5])
 @pytest.mark.parametrize("k", [128, 512, 700])
 def test_rows_built_against_the_sampled_threshold(backend, n, k):
-    """The CPU backend starts large rows (here, V = 30522, k >= ~90) from a threshold read off a strided sample of
+    """The CPU backend starts large rows (here, V = 30522, k >= 48) from a threshold read off a strided sample of
     512 tokens (docs/CPU_BACKEND.md, "Top-k"); rows built so that the sample misleads it must still come out exact:
     row 0 is high exactly at the sampled positions, row 1 is finite only there (both: fewer than k tokens above the
     threshold, so the row is scanned again; at k = 700 row 1 has fewer than k finite tokens), rows 2 and later are

@@ -263,26 +263,25 @@ GTL_VI void topk_cut(TopK* t) {
 }
 
 // A speculative top-k threshold (docs/CPU_BACKEND.md, "Top-k"): the r-th largest score of a strided sample of
-// kSpecSample tokens of the row, with r the expected number of sampled tokens among the row's best k plus four
+// kSpecSample tokens of the row, with r the expected number of sampled tokens among the row's best k plus three
 // standard deviations and 2. Started from it, the candidate buffer admits about r / kSpecSample of the row, with
 // no flood of early tokens and no cuts while the threshold climbs. Exactness never rests on it: a row that ends
-// with fewer than k tokens above it (probability ~1e-4 when the row's order is unrelated to the stride) is scanned
+// with fewer than k tokens above it (probability below ~1e-3 when the row's order is unrelated to the stride) is scanned
 // again without it. -inf (no speculation) where it would not pay (speculation_pays), for rows whose scores the buffer
 // does not hold as read (T = +inf, an excluded token), and for rows with fewer than r finite sampled scores or a NaN
 // among them.
 constexpr int64_t kSpecSample = 512;
 
-// The rank r of the threshold within the sample (the expected number of sampled tokens among the best k, plus four
+// The rank r of the threshold within the sample (the expected number of sampled tokens among the best k, plus three
 // standard deviations and 2).
 GTL_VI int64_t spec_rank(int64_t v, int64_t k) {
   const double mean = static_cast<double>(kSpecSample) * static_cast<double>(k) / static_cast<double>(v);
-  return static_cast<int64_t>(std::ceil(mean + 4.0 * std::sqrt(mean) + 2.0));
+  return static_cast<int64_t>(std::ceil(mean + 3.0 * std::sqrt(mean) + 2.0));
 }
 
 // Speculate when the threshold admits fewer tokens (v r / kSpecSample) than a buffer whose threshold climbs as the
 // row is read takes in on a row in random order (k (1 + ln(v / k)): the j-th token enters with probability k / j),
-// and at most an eighth of the row. At V = 30522 that is k >= ~90; measured (2026-12-04, 1024 rows, 2 threads):
-// k = 512 24-28 ms against 32 ms, k = 1024 28-31 against 38-39, k = 16 to 64 no gain.
+// and at most an eighth of the row: k >= 48 at V = 30522, 79 at 50257, 202 at 128256 (docs/CPU_BACKEND.md, "Top-k").
 GTL_VI bool speculation_pays(int64_t v, int64_t k) {
   if (v < 16 * kSpecSample || k < 1) return false;
   const int64_t r = spec_rank(v, k);
@@ -324,8 +323,18 @@ GTL_VI float speculative_threshold(const RowScan& rs, int64_t v, int64_t k) {
   if (rs.b) gather_sample(bs, rs.b, rs.b_esize, stride);
   // pass 1 itself forms the sampled scores: the same arithmetic as the scan, whatever the dtypes
   if (rs.pass1(xs, rs.b ? bs : nullptr, rs.g, kSpecSample, z).nan) return -kInf;
-  std::nth_element(z, z + (r - 1), z + kSpecSample, std::greater<float>());
-  return z[r - 1];
+  // the r best, descending, by insertion (r <= 64): after the first few dozen scores almost every one fails the first
+  // comparison, where std::nth_element on 512 scores took a sixth of the op's k-dependent time
+  float best[kSpecSample / 8];
+  int64_t m = 0;
+  for (int64_t i = 0; i < kSpecSample; ++i) {
+    const float x = z[i];
+    if (m == r && !(x > best[r - 1])) continue;
+    int64_t j = m < r ? m++ : r - 1;
+    for (; j > 0 && best[j - 1] < x; --j) best[j] = best[j - 1];
+    best[j] = x;
+  }
+  return best[r - 1];
 }
 
 // Whether the filter should run branch-free from a speculative threshold: the expected share of vectors with a lane
