@@ -136,6 +136,17 @@ def test_ratio_holdout_records_its_selection_and_leaves_the_baselines(tmp_path):
         _same(plain["20"][method], held["20"][method])
 
 
+def test_ratio_ensemble_has_its_members_and_leaves_the_baselines(tmp_path):
+    """``--ratio-ensemble 3``: three ratio networks (three times the parameters), a different GTL cell, the same
+    baselines (their draws are keyed apart from the ratio's)."""
+    one = _cells(run(TINY + ["--n-target", "20", "--out", str(tmp_path / "a")]))
+    three = _cells(run(TINY + ["--n-target", "20", "--ratio-ensemble", "3", "--out", str(tmp_path / "b")]))
+    assert three["20"]["gtl"]["ratio"]["params"] == 3 * one["20"]["gtl"]["ratio"]["params"]
+    assert not torch.equal(three["20"]["gtl"]["matrix"], one["20"]["gtl"]["matrix"])
+    for method in ("vanilla", "finetuned"):
+        _same(one["20"][method], three["20"][method])
+
+
 def test_ratio_init_from_the_source_denoiser():
     """``--ratio-init source``: the ratio trunk takes the denoiser trunk's weights wherever names and shapes match
     (embedding, attention, MLP, position bias), keeps its own affine LayerNorms (the denoiser's are AdaLN), and its

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gtl_kernels.gtl.chains import MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, load_matrix
-from gtl_kernels.gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig
+from gtl_kernels.gtl.nets import Denoiser, Planner, ScorerEnsemble, SequenceScorer, TrunkConfig
 from gtl_kernels.gtl.samplers import one_token_substitutions
 from gtl_kernels.gtl.schedule import LogLinearSchedule, forward_mask, mdlm_loss, sample_times
 from gtl_kernels.gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_domain_classifier,
@@ -92,6 +92,21 @@ def test_score_substitutions_only_for_local_attention_without_training_dropout()
     dropped = SequenceScorer(TrunkConfig(6, 20, 16, 2, 2, window=1, dropout=0.5))
     assert dropped.train().score_substitutions is None
     assert dropped.eval().score_substitutions is not None
+
+
+def test_scorer_ensemble_is_the_mean_of_its_members():
+    """``ScorerEnsemble`` (ratio ensembles): the whole-sequence score and the substitution shortcut are the mean of
+    the members', agree with each other, and differ from any one member (so an ensemble that used one member would
+    fail); with a global-attention member there is no shortcut."""
+    members = [_substitution_case("relative", 1, 1, 20, seed=seed)[0].eval() for seed in range(3)]
+    ens = ScorerEnsemble(members).eval()
+    _, z, seq, pos, cand = _substitution_case("relative", 1, 1, 20)
+    want = torch.stack([_whole_sequences(m, z, seq, pos, cand) for m in members]).mean(0)
+    torch.testing.assert_close(_whole_sequences(ens, z, seq, pos, cand), want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ens.score_substitutions(z, seq, pos, cand), want, rtol=0, atol=1e-6)
+    for m in members:
+        assert (_whole_sequences(m, z, seq, pos, cand) - want).abs().max() > 1e-3
+    assert ScorerEnsemble(members + [SequenceScorer(TrunkConfig(6, 20, 16, 2, 1)).double()]).score_substitutions is None
 
 
 def test_schedule_and_mdlm_loss():

@@ -38,7 +38,7 @@ import torch
 
 from ..gtl import chains as mk
 from ..gtl import progress
-from ..gtl.nets import Denoiser, Planner, SequenceScorer, TrunkConfig, n_params
+from ..gtl.nets import Denoiser, Planner, ScorerEnsemble, SequenceScorer, TrunkConfig, n_params
 from ..gtl.samplers import (AncestralSampler, ConstantGamma, GuidedAncestralSampler, PiecewiseLinearGamma,
                             ScheduledSampler)
 from ..gtl.training import (TrainConfig, conditional_nll, train_denoiser, train_domain_classifier, train_planner,
@@ -143,6 +143,12 @@ def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, van
     g.add_argument("--ratio-holdout", type=float, default=0.0,
                    help="conditional ratio: hold out this fraction of the target set and keep the weights of the "
                         "step with the lowest guided NLL on it, step 0 (no guidance) included (0 = off)")
+    g.add_argument("--ratio-ensemble", type=int, default=1,
+                   help="conditional ratio: the mean of this many ratio networks, each with its own initialization "
+                        "and batches (1 = one network; docs/GTL.md, 'ratio ensembles')")
+    g.add_argument("--ratio-ensemble-data", default="full", choices=("full", "bootstrap"),
+                   help="--ratio-ensemble: every member trained on the whole target set, or each on a resample "
+                        "with replacement (bagging)")
     g.add_argument("--classifier-weight", type=float, default=0.0,
                    help="add the noisy-classifier loss to the conditional ratio loss with this weight")
     g.add_argument("--classifier-steps", type=int, default=classifier_steps,
@@ -425,14 +431,27 @@ def init_from(trunk, source_trunk) -> None:
                            if k in mine and mine[k].shape == v.shape}, strict=False)
 
 
-def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None):
+def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None, ensemble: bool = True):
     """A ratio network for ``loss`` in ``RATIO_LOSSES``, trained on source ``xs`` and target ``xt``; its random draws
     are keyed by ``tag`` (default: the target size). The conditional loss scores ``args.ratio_candidates``
     candidates per example when the namespace has it (``gtl-language learned``; 0 or absent: all ``V``). With
-    ``--ratio-holdout`` the returned network carries what the early stopping chose as ``.selection``."""
+    ``--ratio-holdout`` the returned network carries what the early stopping chose as ``.selection``. With
+    ``--ratio-ensemble B > 1`` (conditional loss) a :class:`ScorerEnsemble` of ``B`` networks, member ``j`` keyed by
+    ``(tag, "bag", j)`` and trained on ``xt`` (``--ratio-ensemble-data bootstrap``: on a resample of it with
+    replacement)."""
     a, prog = ctx.args, not ctx.args.no_progress
     n = len(xt)
     tag = n if tag is None else tag
+    members = getattr(a, "ratio_ensemble", 1)
+    if ensemble and loss == "conditional" and members > 1:
+        nets = []
+        for j in range(members):
+            data = xt
+            if getattr(a, "ratio_ensemble_data", "full") == "bootstrap":
+                pick = torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(key(ctx.seed, tag, "bag", j)))
+                data = xt[pick.to(xt.device)]
+            nets.append(train_ratio(ctx, loss, denoiser, xs, data, (tag, "bag", j), ensemble=False))
+        return ScorerEnsemble(nets).eval()
     ratio, cfg = new_ratio(ctx, loss, n, len(xs), tag)
     if getattr(a, "ratio_init", "scratch") == "source" and denoiser is not None:
         init_from(ratio.trunk, denoiser.trunk)

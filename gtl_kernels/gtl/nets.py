@@ -322,6 +322,26 @@ class Planner(_ScalarHead):
         return self.head(self.trunk(z)).squeeze(-1).float()
 
 
+class ScorerEnsemble(nn.Module):
+    """The mean score of several scorers (e.g. ratio networks trained from different initializations, or on
+    bootstrap resamples of a small target set): ``z`` int64 ``[B, L]`` -> fp32 ``[B]``. Substitution-aware
+    (``score_substitutions``, ``RatioScorer``'s protocol) when every member is."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(z) for m in self.members]).mean(0)
+
+    @property
+    def score_substitutions(self):
+        fns = [getattr(m, "score_substitutions", None) for m in self.members]
+        if any(f is None for f in fns):
+            return None
+        return lambda z, seq, pos, cand: torch.stack([f(z, seq, pos, cand) for f in fns]).mean(0)
+
+
 def n_params(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
