@@ -195,3 +195,9 @@ def test_ratio_layers_auto_gives_small_target_sets_one_block(capsys):
     for n, blocks in ((20, 1), (100, 2)):
         ratio, _ = new_ratio(ctx, "conditional", n, 1000)
         assert len(ratio.trunk.blocks) == blocks
+
+
+def test_dev_seeds_never_overlap_the_reported_seeds():
+    """The protocol: dev pairs run with their own seeds (``--dev-seeds``), never a reported one."""
+    with pytest.raises(SystemExit, match="dev-seeds"):
+        run(["suite", "--dev-seeds", "101", "0", "--seeds", "0", "--quick"])

@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one full run per seed; mean ± std reported (default 0 1 2; suite: 0 on test pairs, dev pairs "
                         "always use their own seeds)")
     g.add_argument("--split", default="test", choices=("dev", "test", "all"), help="suite: which pairs to run")
+    g.add_argument("--dev-seeds", type=int, nargs="+", default=None,
+                   help="suite: the seeds of the dev pairs (default 100); never one of the reported --seeds")
     g.add_argument("--failure-gammas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0],
                    help="gamma values of the failure-mode sweep")
     g.add_argument("--failure-n", type=int, default=100, help="target sequences in the failure mode")
@@ -707,6 +709,8 @@ def run(argv: list[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv)
     if args.seeds is None:
         args.seeds = [0] if args.mode == "suite" else [0, 1, 2]
+    if args.dev_seeds is not None and set(args.dev_seeds) & set(args.seeds):
+        raise SystemExit(f"--dev-seeds {args.dev_seeds} must not share a seed with the reported --seeds {args.seeds}")
     if args.quick:
         apply_quick(args)
     # Not a terminal (a log, CI): one line per phase instead of the bars' control codes.

@@ -150,12 +150,17 @@ def noise_floor(target: mk.MarkovChain, args, seed: int) -> dict:
     return m
 
 
+def dev_seeds(args) -> list[int]:
+    """The dev pairs' seeds: ``--dev-seeds`` when given, else :data:`DEV_SEEDS`."""
+    return list(getattr(args, "dev_seeds", None) or DEV_SEEDS)
+
+
 def run_suite(args) -> dict:
     """Every pair of ``--split`` at every seed; returns what ``suite.json`` holds."""
     pairs = [p for p in family() if args.split in (p["split"], "all")]
     if args.quick:
         pairs = pairs[:2]
-    seeds_of = {"dev": list(DEV_SEEDS), "test": list(args.seeds)}
+    seeds_of = {"dev": dev_seeds(args), "test": list(args.seeds)}
     tasks = [(p, seed) for p in pairs for seed in seeds_of[p["split"]]]
     jobs = max(1, min(args.jobs or (os.cpu_count() or 1), len(tasks)))
     t0 = time.perf_counter()
@@ -287,7 +292,7 @@ def suite(args) -> dict:
         args.methods = list(args.methods) + ["oracle"]
     out = run_suite(args)
     print(f"\nChain-pair suite, split {args.split}: {len(out['pairs'])} pairs; n = {args.n_target}; "
-          f"{args.samples} samples per cell; dev seeds {list(DEV_SEEDS)}, test seeds {args.seeds}")
+          f"{args.samples} samples per cell; dev seeds {dev_seeds(args)}, test seeds {args.seeds}")
     for p in out["pairs"]:
         print(f"  {p['split']:<4} {p['name']:<24} {p['states']} states, overlap {p['overlap']:.2f}")
     print(format_pairs(out["rows"]))
