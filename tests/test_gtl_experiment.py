@@ -125,9 +125,12 @@ def test_exact_part_methods_swap_one_learned_part_and_leave_gtl_unchanged(tmp_pa
 
 
 def test_ratio_holdout_records_its_selection_and_leaves_the_baselines(tmp_path):
-    plain = _cells(run(TINY + ["--n-target", "20", "--ratio-steps", "6", "--out", str(tmp_path / "a")]))
-    held = _cells(run(TINY + ["--n-target", "20", "--ratio-steps", "6", "--ratio-holdout", "0.25",
-                              "--out", str(tmp_path / "b")]))
+    one = ["--n-target", "20", "--ratio-steps", "6", "--ratio-ensemble", "1"]
+    plain = _cells(run(TINY + one + ["--out", str(tmp_path / "a")]))
+    held = _cells(run(TINY + one + ["--ratio-holdout", "0.25", "--out", str(tmp_path / "b")]))
+    pair = _cells(run(TINY + ["--n-target", "20", "--ratio-steps", "6", "--ratio-ensemble", "2", "--ratio-holdout",
+                              "0.25", "--out", str(tmp_path / "c")]))
+    assert len(pair["20"]["gtl"]["ratio"]["member_selections"]) == 2  # an ensemble records each member's
     sel = held["20"]["gtl"]["ratio"]["selection"]
     assert [s for s, _ in sel["curve"]] == list(range(7)) and 0 <= sel["step"] <= 6
     assert sel["nll"] == min(v for _, v in sel["curve"])
@@ -139,7 +142,7 @@ def test_ratio_holdout_records_its_selection_and_leaves_the_baselines(tmp_path):
 def test_ratio_ensemble_has_its_members_and_leaves_the_baselines(tmp_path):
     """``--ratio-ensemble 3``: three ratio networks (three times the parameters), a different GTL cell, the same
     baselines (their draws are keyed apart from the ratio's)."""
-    one = _cells(run(TINY + ["--n-target", "20", "--out", str(tmp_path / "a")]))
+    one = _cells(run(TINY + ["--n-target", "20", "--ratio-ensemble", "1", "--out", str(tmp_path / "a")]))
     three = _cells(run(TINY + ["--n-target", "20", "--ratio-ensemble", "3", "--out", str(tmp_path / "b")]))
     assert three["20"]["gtl"]["ratio"]["params"] == 3 * one["20"]["gtl"]["ratio"]["params"]
     assert not torch.equal(three["20"]["gtl"]["matrix"], one["20"]["gtl"]["matrix"])
@@ -168,6 +171,16 @@ def test_ratio_init_from_the_source_denoiser():
             assert torch.equal(v, theirs[k]), k
     z = torch.randint(0, 6, (4, 8))
     assert torch.equal(ratio(z), torch.zeros(4))
+
+
+def test_ratio_ensemble_auto_averages_two_networks_for_small_target_sets():
+    """``--ratio-ensemble auto`` (the default): two ratio networks under 50 target sequences, one from 50 on; an
+    explicit number wins."""
+    from gtl_kernels.experiments.markov import build_parser, ratio_members
+
+    args = build_parser().parse_args([])
+    assert [ratio_members(args, n) for n in (20, 49, 50, 1000)] == [2, 2, 1, 1]
+    assert ratio_members(build_parser().parse_args(["--ratio-ensemble", "3"]), 1000) == 3
 
 
 def test_ratio_layers_auto_gives_small_target_sets_one_block(capsys):

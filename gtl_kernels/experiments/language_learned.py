@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ratio-d-model", type=int, default=32, help="width of the ratio net, classifiers, planner")
     markov.add_training_args(g, batch_size=16, lr=3e-3, denoiser_steps=400, vanilla_steps=150, finetune_steps=150,
                              finetune_lr=1e-3, ratio_steps=150, ratio_batch=16, classifier_steps=150,
-                             planner_steps=100, ratio_layers=2)
+                             planner_steps=100, ratio_layers=2, ratio_ensemble=1)
     g.add_argument("--ratio-candidates", type=int, default=32,
                    help="candidates per example of the conditional loss (the denoiser's top ones plus the true token)")
     g = p.add_argument_group("run")

@@ -110,9 +110,17 @@ def ratio_blocks(args, n: int | None = None) -> int:
     return 1 if n is not None and n < SMALL_TARGET_SET else 2
 
 
+def ratio_members(args, n: int) -> int:
+    """Ratio networks averaged for ``n`` target sequences (conditional loss), from ``--ratio-ensemble``."""
+    value = getattr(args, "ratio_ensemble", 1)
+    if value != "auto":
+        return value
+    return 2 if n < SMALL_TARGET_SET else 1
+
+
 def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, vanilla_steps: int, finetune_steps: int,
                       finetune_lr: float, ratio_steps: int, ratio_batch: int, classifier_steps: int,
-                      planner_steps: int, ratio_layers="auto") -> None:
+                      planner_steps: int, ratio_layers="auto", ratio_ensemble="auto") -> None:
     """The training options every GTL experiment shares (architecture below the width, optimizer budgets), with the
     experiment's own defaults."""
     g.add_argument("--layers", type=int, default=2, help="blocks of the denoisers")
@@ -143,9 +151,10 @@ def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, van
     g.add_argument("--ratio-holdout", type=float, default=0.0,
                    help="conditional ratio: hold out this fraction of the target set and keep the weights of the "
                         "step with the lowest guided NLL on it, step 0 (no guidance) included (0 = off)")
-    g.add_argument("--ratio-ensemble", type=int, default=1,
+    g.add_argument("--ratio-ensemble", type=layers_arg, default=ratio_ensemble,
                    help="conditional ratio: the mean of this many ratio networks, each with its own initialization "
-                        "and batches (1 = one network; docs/GTL.md, 'ratio ensembles')")
+                        "and batches; auto = 2 for target sets under 50 sequences, else 1 (docs/GTL.md, 'ratio "
+                        "ensembles')")
     g.add_argument("--ratio-ensemble-data", default="full", choices=("full", "bootstrap"),
                    help="--ratio-ensemble: every member trained on the whole target set, or each on a resample "
                         "with replacement (bagging)")
@@ -238,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 # comparison script's); 30 epochs for every network.
 PRESETS = {
     "paper": dict(states=None, source_diag=0.10, target_diag=0.80, source_matrix=None, target_matrix=None,
-                  d_model=256, heads=4, layers=4, ratio_layers=2, ratio_window=0, batch_size=256, lr=3e-4,
+                  d_model=256, heads=4, layers=4, ratio_layers=2, ratio_ensemble=1, ratio_window=0, batch_size=256,
+                  lr=3e-4,
                   finetune_lr=3e-4, ratio_lr=1e-4, epochs=["30"], ratio_loss=["paper"], sampler="ancestral", steps=20,
                   anc_mode="exact", gamma=2.0),
 }
@@ -438,13 +448,13 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None, ensemble: b
     are keyed by ``tag`` (default: the target size). The conditional loss scores ``args.ratio_candidates``
     candidates per example when the namespace has it (``gtl-language learned``; 0 or absent: all ``V``). With
     ``--ratio-holdout`` the returned network carries what the early stopping chose as ``.selection``. With
-    ``--ratio-ensemble B > 1`` (conditional loss) a :class:`ScorerEnsemble` of ``B`` networks, member ``j`` keyed by
-    ``(tag, "bag", j)`` and trained on ``xt`` (``--ratio-ensemble-data bootstrap``: on a resample of it with
+    ``B = ratio_members(args, n) > 1`` (conditional loss) a :class:`ScorerEnsemble` of ``B`` networks, member ``j``
+    keyed by ``(tag, "bag", j)`` and trained on ``xt`` (``--ratio-ensemble-data bootstrap``: on a resample of it with
     replacement)."""
     a, prog = ctx.args, not ctx.args.no_progress
     n = len(xt)
     tag = n if tag is None else tag
-    members = getattr(a, "ratio_ensemble", 1)
+    members = ratio_members(a, n)
     if ensemble and loss == "conditional" and members > 1:
         nets = []
         for j in range(members):
@@ -537,6 +547,8 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                 }
                 if getattr(ratio, "selection", None) is not None:
                     diagnostics["selection"] = dataclasses.asdict(ratio.selection)
+                if isinstance(ratio, ScorerEnsemble) and all(hasattr(m, "selection") for m in ratio.members):
+                    diagnostics["member_selections"] = [dataclasses.asdict(m.selection) for m in ratio.members]
                 tag = f"[{loss}]" if len(args.ratio_loss) > 1 else ""
                 for order in orders if "gtl" in args.methods else []:
                     name = "gtl" + tag + (f"/{order}" if len(orders) > 1 else "")
