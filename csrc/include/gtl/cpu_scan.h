@@ -266,10 +266,10 @@ GTL_VI void topk_cut(TopK* t) {
 // kSpecSample tokens of the row, with r the expected number of sampled tokens among the row's best k plus three
 // standard deviations and 2. Started from it, the candidate buffer admits about r / kSpecSample of the row, with
 // no flood of early tokens and no cuts while the threshold climbs. Exactness never rests on it: a row that ends
-// with fewer than k tokens above it (probability below ~1e-3 when the row's order is unrelated to the stride) is scanned
-// again without it. -inf (no speculation) where it would not pay (speculation_pays), for rows whose scores the buffer
-// does not hold as read (T = +inf, an excluded token), and for rows with fewer than r finite sampled scores or a NaN
-// among them.
+// with fewer than k tokens above it (probability below ~1e-3 when the row's order is unrelated to the stride) is
+// scanned again without it. -inf (no speculation) where it would not pay (speculation_pays), for rows whose scores
+// the buffer does not hold as read (T = +inf, an excluded token), and for rows with fewer than r finite sampled
+// scores or a NaN among them.
 constexpr int64_t kSpecSample = 512;
 
 // The rank r of the threshold within the sample (the expected number of sampled tokens among the best k, plus three
