@@ -45,7 +45,8 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
     if (rs.mode == RowMode::kInvalid) return;
     const ScanNeeds need = needs_of(rs.mode);
     s.sel.reset(k);
-    if (speculate && speculation_pays(v, k) && r + 1 < sa.n) prefetch_sample(make_row_scan(sa, r + 1, guided, unguided), v);
+    if (speculate && speculation_pays(v, k) && r + 1 < sa.n)
+      prefetch_sample(make_row_scan(sa, r + 1, guided, unguided), v);
     s.spec = speculate ? speculative_threshold(rs, v, k) : -kInf;
     s.sel.thr = s.spec;
     s.sel.dense = s.spec > -kInf && speculation_dense(v, k);
