@@ -90,7 +90,7 @@ SMALL_TARGET_SET = 50
 
 
 def layers_arg(text: str):
-    """``--ratio-layers``: ``auto`` or a positive number of blocks."""
+    """``--ratio-layers`` and ``--ratio-ensemble``: ``auto`` or a positive number (of blocks, of networks)."""
     if text == "auto":
         return text
     try:
@@ -248,9 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 PRESETS = {
     "paper": dict(states=None, source_diag=0.10, target_diag=0.80, source_matrix=None, target_matrix=None,
                   d_model=256, heads=4, layers=4, ratio_layers=2, ratio_ensemble=1, ratio_window=0, batch_size=256,
-                  lr=3e-4,
-                  finetune_lr=3e-4, ratio_lr=1e-4, epochs=["30"], ratio_loss=["paper"], sampler="ancestral", steps=20,
-                  anc_mode="exact", gamma=2.0),
+                  lr=3e-4, finetune_lr=3e-4, ratio_lr=1e-4, epochs=["30"], ratio_loss=["paper"], sampler="ancestral",
+                  steps=20, anc_mode="exact", gamma=2.0),
 }
 
 

@@ -289,38 +289,42 @@ GTL_VI bool speculation_pays(int64_t v, int64_t k) {
   return r <= kSpecSample / 8 && admitted < static_cast<double>(k) * (1.0 + std::log(static_cast<double>(v) / k));
 }
 
-template <int64_t E>
-GTL_VI void gather_strided(unsigned char* dst, const char* src, int64_t stride) {
-  for (int64_t i = 0; i < kSpecSample; ++i) std::memcpy(dst + i * E, src + (i * stride + stride / 2) * E, E);
+// The token of sample i: the middle of the i-th of kSpecSample equal strides of the row.
+GTL_VI int64_t sampled_token(int64_t i, int64_t v) {
+  const int64_t stride = v / kSpecSample;
+  return i * stride + stride / 2;
 }
 
-GTL_VI void gather_sample(unsigned char* dst, const char* src, int64_t esize, int64_t stride) {
-  if (esize == 2) gather_strided<2>(dst, src, stride);
-  else if (esize == 4) gather_strided<4>(dst, src, stride);
-  else gather_strided<8>(dst, src, stride);
+template <int64_t E>
+GTL_VI void gather_strided(unsigned char* dst, const char* src, int64_t v) {
+  for (int64_t i = 0; i < kSpecSample; ++i) std::memcpy(dst + i * E, src + sampled_token(i, v) * E, E);
+}
+
+GTL_VI void gather_sample(unsigned char* dst, const char* src, int64_t esize, int64_t v) {
+  if (esize == 2) gather_strided<2>(dst, src, v);
+  else if (esize == 4) gather_strided<4>(dst, src, v);
+  else gather_strided<8>(dst, src, v);
 }
 
 // Prefetches the sampled tokens of a row (the next one, while this one is scanned): the sample touches a quarter of
 // the row's cache lines, one load each, and waiting on them took ~10% of topk_log_softmax at k = 512.
 GTL_VI void prefetch_sample(const RowScan& rs, int64_t v) {
-  const int64_t stride = v / kSpecSample;
   for (int64_t i = 0; i < kSpecSample; ++i) {
-    const int64_t j = i * stride + stride / 2;
+    const int64_t j = sampled_token(i, v);
     _mm_prefetch(rs.x + j * rs.x_esize, _MM_HINT_T1);
     if (rs.b) _mm_prefetch(rs.b + j * rs.b_esize, _MM_HINT_T1);
   }
 }
 
-GTL_VI float speculative_threshold(const RowScan& rs, int64_t v, int64_t k) {
-  if (!speculation_pays(v, k) || rs.mode != RowMode::kTempered || rs.flat || rs.excl >= 0 || rs.excl_ids)
-    return -kInf;
-  const int64_t r = spec_rank(v, k);
+// The threshold of a row of v tokens from the r-th largest sampled score (r = spec_rank(v, k), for (v, k) where
+// speculation_pays), or -inf for a row the buffer does not hold as read.
+GTL_VI float speculative_threshold(const RowScan& rs, int64_t v, int64_t r) {
+  if (rs.mode != RowMode::kTempered || rs.flat || rs.excl >= 0 || rs.excl_ids) return -kInf;
   alignas(64) unsigned char xs[kSpecSample * 8];
   alignas(64) unsigned char bs[kSpecSample * 8];
   alignas(64) float z[kSpecSample + kMaxW];
-  const int64_t stride = v / kSpecSample;
-  gather_sample(xs, rs.x, rs.x_esize, stride);
-  if (rs.b) gather_sample(bs, rs.b, rs.b_esize, stride);
+  gather_sample(xs, rs.x, rs.x_esize, v);
+  if (rs.b) gather_sample(bs, rs.b, rs.b_esize, v);
   // pass 1 itself forms the sampled scores: the same arithmetic as the scan, whatever the dtypes
   if (rs.pass1(xs, rs.b ? bs : nullptr, rs.g, kSpecSample, z).nan) return -kInf;
   // the r best, descending, by insertion (r <= 64): after the first few dozen scores almost every one fails the first
@@ -337,11 +341,10 @@ GTL_VI float speculative_threshold(const RowScan& rs, int64_t v, int64_t k) {
   return best[r - 1];
 }
 
-// Whether the filter should run branch-free from a speculative threshold: the expected share of vectors with a lane
-// above it, 1 - (1 - r / kSpecSample)^W, exceeds ~1/5.
-GTL_VI bool speculation_dense(int64_t v, int64_t k) {
-  const double admit = static_cast<double>(spec_rank(v, k)) / kSpecSample;
-  return 1.0 - std::pow(1.0 - admit, W) > 0.2;
+// Whether the filter should run branch-free from a speculative threshold of rank r: the expected share of vectors
+// with a lane above it, 1 - (1 - r / kSpecSample)^W, exceeds ~1/5.
+GTL_VI bool speculation_dense(int64_t r) {
+  return 1.0 - std::pow(1.0 - static_cast<double>(r) / kSpecSample, W) > 0.2;
 }
 
 // Appends the chunk's scores above the current top-k threshold (see TopK, cpu_select.h); ids start at id0.

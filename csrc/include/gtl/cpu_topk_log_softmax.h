@@ -39,17 +39,20 @@ static void topk_log_softmax_batch(const TopkArgs& a) {
   const Pass1Fn unguided = select_pass1(sa.logits_dtype, sa.bias_dtype, false);
   TopkScratch proto;
   proto.sel.reset(k);
+  // speculation (cpu_scan.h, speculative_threshold) depends on (v, k) only: its rank, 0 where it does not pay
+  const int64_t spec_r = speculation_pays(v, k) ? spec_rank(v, k) : 0;
+  const bool spec_dense = spec_r > 0 && speculation_dense(spec_r);
 
   auto scan_part = [&](int64_t r, int64_t cb, int64_t ce, ChunkStats* st, TopkScratch& s, bool speculate) {
     const RowScan rs = make_row_scan(sa, r, guided, unguided);
     if (rs.mode == RowMode::kInvalid) return;
     const ScanNeeds need = needs_of(rs.mode);
     s.sel.reset(k);
-    if (speculate && speculation_pays(v, k) && r + 1 < sa.n)
-      prefetch_sample(make_row_scan(sa, r + 1, guided, unguided), v);
-    s.spec = speculate ? speculative_threshold(rs, v, k) : -kInf;
+    speculate = speculate && spec_r > 0;
+    if (speculate && r + 1 < sa.n) prefetch_sample(make_row_scan(sa, r + 1, guided, unguided), v);
+    s.spec = speculate ? speculative_threshold(rs, v, spec_r) : -kInf;
     s.sel.thr = s.spec;
-    s.sel.dense = s.spec > -kInf && speculation_dense(v, k);
+    s.sel.dense = s.spec > -kInf && spec_dense;
     for (int64_t c = cb; c < ce; ++c) {
       int64_t len;
       const Pass1 p = load_chunk(rs, c, v, s.b.buf, &len);
