@@ -62,7 +62,7 @@ def test_paper_values_only_for_the_papers_pair(tmp_path, capsys):
 
 def test_suite_smoke(tmp_path):
     """The suite runs every method and the oracle on dev and test pairs and counts wins per split and n."""
-    from gtl_kernels.experiments.suite import family
+    from gtl_kernels.experiments.suite import ORACLE_ALPHA, family
 
     pairs = family()
     assert {p["split"] for p in pairs} == {"dev", "test"} and sum(p["split"] == "dev" for p in pairs) == 4
@@ -76,6 +76,9 @@ def test_suite_smoke(tmp_path):
                                                                        if r["split"] == "test"}
     assert all("ratio_slope" in r for r in out["rows"] if r["method"] == "gtl")
     assert out["summary"]["test"]["8"]["pairs"] == 1
+    # the oracle samples the target exactly: it passes the fit test (each cell fails with probability ORACLE_ALPHA)
+    assert all(r["fit_pvalue"] >= ORACLE_ALPHA for r in out["rows"] if r["method"] == "oracle")
+    assert all(out["summary"][split]["8"]["oracle_within_noise"] == 1 for split in ("dev", "test"))
 
 
 def test_paper_preset_sets_the_papers_setup_and_explicit_options_win():
@@ -208,6 +211,30 @@ def test_ratio_layers_auto_gives_small_target_sets_one_block(capsys):
     for n, blocks in ((20, 1), (100, 2)):
         ratio, _ = new_ratio(ctx, "conditional", n, 1000)
         assert len(ratio.trunk.blocks) == blocks
+
+
+def test_ratio_edges_auto_gives_large_target_sets_edge_embeddings():
+    """``--ratio-edges auto`` (gtl-markov's default, chosen on the suite's dev pairs): ratio networks of target sets
+    of at least ``EDGES_TARGET_SET`` sequences carry edge embeddings, smaller ones not; ``on``/``off`` apply to all;
+    the paper preset and ``gtl-language learned`` keep plain trunks."""
+    from gtl_kernels.experiments import language_learned
+    from gtl_kernels.experiments.markov import (EDGES_TARGET_SET, Context, build_chains, build_parser, new_ratio,
+                                                parse_args, ratio_edges)
+
+    args = parse_args(build_parser(), ["--states", "4"])
+    assert args.ratio_edges == "auto" and EDGES_TARGET_SET == 300
+    assert [ratio_edges(args, n) for n in (20, 100, 299, 300, 1000)] == [False, False, False, True, True]
+    for value, want in (("on", True), ("off", False)):
+        assert ratio_edges(parse_args(build_parser(), ["--ratio-edges", value]), 20) is want
+        assert ratio_edges(parse_args(build_parser(), ["--ratio-edges", value]), 1000) is want
+    assert parse_args(build_parser(), ["--preset", "paper"]).ratio_edges == "off"
+    assert language_learned.build_parser().parse_args([]).ratio_edges == "off"
+
+    source, target = build_chains(args)
+    ctx = Context(args, source, target, 0, {})
+    for n, has_edges in ((20, False), (1000, True)):
+        ratio, _ = new_ratio(ctx, "conditional", n, 1000)
+        assert (ratio.trunk.edge is not None) is has_edges
 
 
 def test_dev_seeds_never_overlap_the_reported_seeds():

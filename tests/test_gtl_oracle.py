@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gtl_kernels.gtl.chains import (MarkovChain, MarkovOracleDenoiser, MarkovOracleRatio, estimate_transitions,
-                                    transition_counts, transition_metrics)
+                                    fit_test, transition_counts, transition_metrics)
 from gtl_kernels.gtl.samplers import GuidedAncestralSampler, ScheduledSampler
 
 CHI2_1E4_20DF = 52.386
@@ -32,6 +32,32 @@ def markov_chi2(x: torch.Tensor, chain: MarkovChain) -> float:
     counts = transition_counts(x, chain.n_states)
     expected = counts.sum(1, keepdim=True) * chain.trans
     return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_fit_test_is_calibrated_under_the_null_and_rejects_other_chains():
+    """``fit_test`` (the suite's oracle check): on draws of the chain itself its p-value is uniform (400 independent
+    sets: the share below 0.05 and below 0.5 within binomial bounds that an exact test breaks with probability
+    ~1e-6 each); it rejects the source chain's draws and a chain 0.05 away on one row (p < 1e-6), and a transition
+    of probability 0 gives p = 0. Its statistic without pooling equals Pearson's statistic of the transitions plus
+    that of the first tokens."""
+    chain = MarkovChain.sticky(3, 0.6)
+    p = torch.tensor([fit_test(chain, chain.sample(100, 10, generator=torch.Generator().manual_seed(i)))["pvalue"]
+                      for i in range(400)])
+    # Binomial(400, 0.05): mean 20, sd 4.36 -> [0, 44] holds with probability > 1 - 1e-6; Binomial(400, 0.5): sd 10
+    assert (p < 0.05).sum() <= 44 and 150 <= (p < 0.5).sum() <= 250
+    x = TARGET.sample(2000, L, generator=torch.Generator().manual_seed(7))
+    assert fit_test(TARGET, x)["pvalue"] > 1e-4  # false-failure rate 1e-4
+    assert fit_test(SOURCE, x)["pvalue"] < 1e-6
+    near = TARGET.trans.clone()
+    near[0, 0], near[0, 1] = near[0, 0] - 0.05, near[0, 1] + 0.05
+    assert fit_test(MarkovChain(TARGET.init, near), x)["pvalue"] < 1e-6
+    forbidden = TARGET.trans.clone()
+    forbidden[1] = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    assert fit_test(MarkovChain(TARGET.init, forbidden), x)["pvalue"] == 0.0
+    first = torch.bincount(x[:, 0], minlength=S).double()
+    first_chi2 = float(((first - len(x) * TARGET.init) ** 2 / (len(x) * TARGET.init)).sum())
+    got = fit_test(TARGET, x, min_expected=0.0)
+    assert abs(got["chi2"] - (markov_chi2(x, TARGET) + first_chi2)) < 1e-9 and got["df"] == (S - 1) * (S + 1)
 
 
 def _likelihood(chain, xs):

@@ -1,6 +1,7 @@
 """GTL models and training: SUBS parameterization, the MDLM loss, the ratio estimators, and an end-to-end smoke run
 of the Markov experiment (tiny sizes)."""
 
+import dataclasses
 import json
 import math
 
@@ -39,11 +40,12 @@ def test_denoiser_subs_parameterization():
             assert logp[0, l, z[0, l]] == 0
 
 
-def _substitution_case(positional, window, layers, length, seed=0):
+def _substitution_case(positional, window, layers, length, seed=0, edges=False):
     """A float64 scorer with weights large enough that every token matters, and substitutions at both ends and
     inside (repeated sequences, positions at 0 and L - 1)."""
     torch.manual_seed(seed)
-    model = SequenceScorer(TrunkConfig(6, length, 32, 4, layers, window=window, positional=positional)).double()
+    cfg = TrunkConfig(6, length, 32, 4, layers, window=window, positional=positional, edges=edges)
+    model = SequenceScorer(cfg).double()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     z = torch.randint(0, 7, (5, length))  # 6 tokens and the mask
@@ -57,13 +59,14 @@ def _whole_sequences(model, z, seq, pos, cand):
     return model(one_token_substitutions(z[seq], pos, cand).view(-1, z.shape[1])).view(cand.shape)
 
 
-@pytest.mark.parametrize("positional", ["relative", "rotary"])
+@pytest.mark.parametrize("positional,edges", [("relative", False), ("rotary", False), ("relative", True)])
 @pytest.mark.parametrize("window,layers,length", [(1, 2, 20), (2, 1, 12), (1, 3, 30), (1, 2, 9)])
-def test_score_substitutions_is_the_scorer_on_each_substituted_sequence(positional, window, layers, length):
+def test_score_substitutions_is_the_scorer_on_each_substituted_sequence(positional, edges, window, layers, length):
     """The local-attention shortcut (trunk on each sequence once, then per candidate each block at its changed
     positions only) gives the whole-sequence scores and gradients, with substitutions at both ends and inside, and
-    on sequences no longer than the changed region (L = 9)."""
-    model, z, seq, pos, cand = _substitution_case(positional, window, layers, length)
+    on sequences no longer than the changed region (L = 9); with edge embeddings too (substitutions at 0 and
+    L - 1 carry them)."""
+    model, z, seq, pos, cand = _substitution_case(positional, window, layers, length, edges=edges)
     got, want = model.score_substitutions(z, seq, pos, cand), _whole_sequences(model, z, seq, pos, cand)
     assert want.std() > 1e-2  # the candidates' scores differ, so a wrong region cannot agree by accident
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
@@ -83,6 +86,25 @@ def test_score_substitutions_comparison_has_power():
     want = _whole_sequences(model, z, seq, pos, cand)
     got = model._score_substitutions_locally(z, seq, pos, cand, reach=0)
     assert (got - want).abs().max() > 1e-3
+
+
+def test_edge_embeddings_start_neutral_and_reach_only_the_ends():
+    """``edges``: at initialization the trunk is the plain one (same weights, same features); once the edge vectors
+    are non-zero they change the features near the two ends only (2 blocks of window 1: positions 0-2 and L-3..L-1),
+    so they tell the start and the end from the inside, which a translation-invariant local network cannot."""
+    torch.manual_seed(0)
+    cfg = TrunkConfig(6, 12, 16, 2, 2, window=1)
+    plain = SequenceScorer(cfg).double()
+    edged = SequenceScorer(dataclasses.replace(cfg, edges=True)).double()
+    missing, unexpected = edged.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["trunk.edge"] and not unexpected
+    z = torch.randint(0, 7, (4, 12))
+    torch.testing.assert_close(edged.trunk(z), plain.trunk(z), rtol=0, atol=0)
+    with torch.no_grad():
+        edged.trunk.edge.normal_()
+    diff = (edged.trunk(z) - plain.trunk(z)).abs().amax(dim=(0, 2))  # per position
+    assert (diff[:3] > 1e-3).all() and (diff[-3:] > 1e-3).all(), diff
+    assert (diff[3:-3] < 1e-12).all(), diff
 
 
 def test_score_substitutions_only_for_local_attention_without_training_dropout():
@@ -216,8 +238,12 @@ def test_markov_experiment_end_to_end(tmp_path):
                 "--ratio-loss", "conditional", "paper", "--methods", "vanilla", "finetuned", "gtl", "oracle",
                 "--out", str(tmp_path), "--no-progress", "--threads", "1"])
     assert (tmp_path / "markov.json").exists() and (tmp_path / "markov.png").stat().st_size > 0
-    agg = json.loads((tmp_path / "markov.json").read_text())["aggregate"]
+    written = json.loads((tmp_path / "markov.json").read_text())
+    agg = written["aggregate"]
     assert set(agg) == {"20", "8"}
+    # what the trained networks' last bits depend on is recorded beside them
+    assert written["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert written["machine"]["torch"] == torch.__version__
     assert set(agg["8"]) == {"vanilla", "finetuned", "gtl[conditional]", "gtl[paper]", "oracle"}
     assert out["per_seed"][0]["20"]["gtl[paper]"]["sampler"]["planner_passes"] == 40 * 8
 

@@ -87,6 +87,9 @@ def draw_heldout(chain: mk.MarkovChain, n: int, length: int, seed: int) -> torch
 # Under --ratio-layers auto, ratio networks (and the paper recipe's classifiers) for fewer target sequences than this
 # have one block, the others two (chosen on the suite's dev pairs at n = 20 and 100; docs/GTL.md).
 SMALL_TARGET_SET = 50
+# Under --ratio-edges auto, ratio networks and classifiers for at least this many target sequences carry edge
+# embeddings (chosen on the dev pairs: better at n = 1000, a tie at 100, worse at 20; sizes between not measured).
+EDGES_TARGET_SET = 300
 
 
 def layers_arg(text: str):
@@ -110,6 +113,15 @@ def ratio_blocks(args, n: int | None = None) -> int:
     return 1 if n is not None and n < SMALL_TARGET_SET else 2
 
 
+def ratio_edges(args, n: int) -> bool:
+    """Whether a ratio network or classifier trained on ``n`` target sequences has edge embeddings (``TrunkConfig.
+    edges``), from ``--ratio-edges``."""
+    value = getattr(args, "ratio_edges", "off")
+    if value != "auto":
+        return value == "on"
+    return n >= EDGES_TARGET_SET
+
+
 def ratio_members(args, n: int) -> int:
     """Ratio networks averaged for ``n`` target sequences (conditional loss), from ``--ratio-ensemble``."""
     value = getattr(args, "ratio_ensemble", 1)
@@ -120,7 +132,7 @@ def ratio_members(args, n: int) -> int:
 
 def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, vanilla_steps: int, finetune_steps: int,
                       finetune_lr: float, ratio_steps: int, ratio_batch: int, classifier_steps: int,
-                      planner_steps: int, ratio_layers="auto", ratio_ensemble="auto") -> None:
+                      planner_steps: int, ratio_layers="auto", ratio_ensemble="auto", edges="off") -> None:
     """The training options every GTL experiment shares (architecture below the width, optimizer budgets), with the
     experiment's own defaults."""
     g.add_argument("--layers", type=int, default=2, help="blocks of the denoisers")
@@ -131,6 +143,10 @@ def add_training_args(g, *, batch_size: int, lr: float, denoiser_steps: int, van
     g.add_argument("--dropout", type=float, default=0.0, help="dropout of the ratio net and classifiers")
     g.add_argument("--ratio-window", type=int, default=1,
                    help="local attention window of the ratio net and classifiers (0 = global attention)")
+    g.add_argument("--ratio-edges", default=edges, choices=("auto", "on", "off"),
+                   help="learned embeddings at the first and last position of the ratio net and classifiers (a local "
+                        "network cannot otherwise tell the sequence's start from its inside); auto: for target sets "
+                        f"of at least {EDGES_TARGET_SET} sequences")
     g.add_argument("--ratio-init", default="scratch", choices=("scratch", "source"),
                    help="the ratio net's trunk: fresh, or the source denoiser's weights where the shapes match "
                         "(its head starts at zero either way)")
@@ -213,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "most the data's size; fine-tuning gets min(max(N_source / n, 1), 2) times the passes, as in "
                         f"the authors' scripts): one number for all, then PART=E to change a part ({', '.join(PARTS)})")
     add_training_args(g, batch_size=128, lr=6e-3, denoiser_steps=600, vanilla_steps=250, finetune_steps=250,
-                      finetune_lr=3e-3, ratio_steps=900, ratio_batch=64, classifier_steps=300, planner_steps=300)
+                      finetune_lr=3e-3, ratio_steps=900, ratio_batch=64, classifier_steps=300, planner_steps=300,
+                      edges="auto")
     g = p.add_argument_group("run")
     g.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="one full run per seed; mean ± std reported (default 0 1 2; suite: 0 on test pairs, dev pairs "
@@ -247,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 # comparison script's); 30 epochs for every network.
 PRESETS = {
     "paper": dict(states=None, source_diag=0.10, target_diag=0.80, source_matrix=None, target_matrix=None,
-                  d_model=256, heads=4, layers=4, ratio_layers=2, ratio_ensemble=1, ratio_window=0, batch_size=256,
+                  d_model=256, heads=4, layers=4, ratio_layers=2, ratio_ensemble=1, ratio_edges="off", ratio_window=0,
+                  batch_size=256,
                   lr=3e-4, finetune_lr=3e-4, ratio_lr=1e-4, epochs=["30"], ratio_loss=["paper"], sampler="ancestral",
                   steps=20, anc_mode="exact", gamma=2.0),
 }
@@ -346,9 +364,15 @@ class Context:
     def vocab(self) -> int:
         return self.source.n_states
 
-    def trunk(self, layers: int, dropout: float = 0.0, window: int = 0) -> TrunkConfig:
+    def trunk(self, layers: int, dropout: float = 0.0, window: int = 0, edges: bool = False) -> TrunkConfig:
         a = self.args
-        return TrunkConfig(self.vocab, a.length, a.d_model, a.heads, layers, dropout=dropout, window=window)
+        return TrunkConfig(self.vocab, a.length, a.d_model, a.heads, layers, dropout=dropout, window=window,
+                           edges=edges)
+
+    def scorer_trunk(self, n: int) -> TrunkConfig:
+        """The trunk of the ratio network and the classifiers for ``n`` target sequences."""
+        a = self.args
+        return self.trunk(ratio_blocks(a, n), a.dropout, a.ratio_window, ratio_edges(a, n))
 
     def train_cfg(self, steps: int, part: tuple, *, lr=None, batch=None, weight_decay=0.0,
                   n_data: int | None = None, passes: float = 1.0) -> TrainConfig:
@@ -415,6 +439,8 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
                                                  ctx.target.trans @ ctx.target.trans)["mae"]
     # the exact per-token log-likelihood under the target (a transition the target never makes counts as 1e-6)
     metrics["loglik_per_token"] = float(mk.log_likelihood(ctx.target, x, floor=1e-6).mean()) / a.length
+    # are the samples draws from the target at all? (uniform under an exact sampler; the suite's oracle check)
+    metrics["fit_pvalue"] = mk.fit_test(ctx.target, x.cpu())["pvalue"]
     train_set = {tuple(r) for r in train_target.tolist()}
     metrics["copy_rate"] = sum(tuple(r) in train_set for r in x.tolist()) / len(x)
     return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict()}
@@ -425,7 +451,7 @@ def new_ratio(ctx: Context, loss: str, n: int, n_source: int, tag=None) -> tuple
     source sequences; its random draws are keyed by ``tag`` (default: ``n``)."""
     a = ctx.args
     tag = n if tag is None else tag
-    ratio = ctx.model(SequenceScorer, ctx.trunk(ratio_blocks(a, n), a.dropout, a.ratio_window), ("ratio", tag))
+    ratio = ctx.model(SequenceScorer, ctx.scorer_trunk(n), ("ratio", tag))
     # with --epochs: the conditional loss passes over the target set, the paper's recipe over the source set (its
     # loader cycles the smaller target set alongside), a classifier (the ratio as one, or the recipe's two) over both
     n_data = {"conditional": n, "classifier": n_source + n, "paper": n_source}[loss]
@@ -481,9 +507,8 @@ def train_ratio(ctx: Context, loss: str, denoiser, xs, xt, tag=None, ensemble: b
         ccfg, nccfg = (ctx.train_cfg(a.classifier_steps, (name, tag), lr=a.ratio_lr,
                                      weight_decay=a.ratio_weight_decay, n_data=len(xs) + n)
                        for name in ("clean classifier", "noisy classifier"))
-        blocks = ratio_blocks(a, n)
-        clean = ctx.model(SequenceScorer, ctx.trunk(blocks, a.dropout, a.ratio_window), ("clean classifier", tag))
-        noisy = ctx.model(SequenceScorer, ctx.trunk(blocks, a.dropout, a.ratio_window), ("noisy classifier", tag))
+        clean = ctx.model(SequenceScorer, ctx.scorer_trunk(n), ("clean classifier", tag))
+        noisy = ctx.model(SequenceScorer, ctx.scorer_trunk(n), ("noisy classifier", tag))
         ctx.timed(f"ratio {n}", train_domain_classifier, clean, xs, xt, ccfg, noisy=False, mask_id=ctx.vocab,
                   label_smoothing=0.1, desc=f"clean classifier n={n}", progress=prog)
         ctx.timed(f"ratio {n}", train_domain_classifier, noisy, xs, xt, nccfg, noisy=True, mask_id=ctx.vocab,

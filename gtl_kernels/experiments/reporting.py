@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import statistics
 from pathlib import Path
 
@@ -73,9 +74,19 @@ def format_table(agg: dict, n_seeds: int, paper: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def machine() -> dict:
+    """What a result's last bits depend on besides the code and the seeds: PyTorch's version and the CPU kernels it
+    dispatched to (``AVX512``, ``AVX2``, ...; overridable with ``ATEN_CPU_CAPABILITY``), and the CPU. Trained
+    networks follow the rounding of those kernels, so a cell reproduces bit for bit only where these agree (an
+    ``ATEN_CPU_CAPABILITY=avx2`` run on an AVX-512 machine gives different ratio networks; docs/GTL.md)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+
+
 def write_json(path: Path, obj: dict) -> None:
+    """``obj`` as indented JSON at ``path`` (tensors as lists), with :func:`machine` under ``"machine"``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    path.write_text(json.dumps({**obj, "machine": machine()}, indent=2, default=_jsonable))
 
 
 def _jsonable(x):

@@ -124,6 +124,41 @@ def estimate_transitions(x: torch.Tensor, n_states: int, lag: int = 1) -> torch.
     return c / c.sum(1, keepdim=True)
 
 
+def _pooled_chi2(observed: torch.Tensor, probs: torch.Tensor, min_expected: float) -> tuple[float, int]:
+    """Pearson's statistic of counts ``observed`` against ``probs`` (both float64 ``[k]``, ``probs`` > 0) and its
+    degrees of freedom, the cells expected below ``min_expected`` pooled into one (the chi-square law needs them
+    large)."""
+    expected = observed.sum() * probs
+    small = expected < min_expected
+    o = torch.cat([observed[~small], observed[small].sum().view(1)]) if small.any() else observed
+    e = torch.cat([expected[~small], expected[small].sum().view(1)]) if small.any() else expected
+    return float(((o - e).square() / e).sum()), o.numel() - 1
+
+
+def fit_test(chain: MarkovChain, x: torch.Tensor, min_expected: float = 5.0) -> dict:
+    """Are sequences ``x`` (int64 ``[N, L]``) draws from ``chain``? Pearson's chi-square over the first tokens
+    against ``chain.init`` and, per visited state, its transition counts against its row of ``chain.trans``
+    (Anderson and Goodman's test for Markov chains: given the visits, each row's counts are multinomial), cells
+    expected below ``min_expected`` pooled within their row. ``{"chi2", "df", "pvalue"}``; a first token or a
+    transition of probability 0 gives ``pvalue`` 0. Under the null the p-value is uniform, so a test at level
+    ``alpha`` fails an exact sampler with probability ``alpha``."""
+    s = chain.n_states
+    first = torch.bincount(x[:, 0], minlength=s).double()
+    counts = transition_counts(x, s)
+    if (first[chain.init == 0] > 0).any() or (counts[chain.trans == 0] > 0).any():
+        return {"chi2": math.inf, "df": 0, "pvalue": 0.0}
+    parts = [(first[chain.init > 0], chain.init[chain.init > 0])]
+    parts += [(counts[i][chain.trans[i] > 0], chain.trans[i][chain.trans[i] > 0]) for i in range(s) if counts[i].sum() > 0]
+    chi2 = df = 0
+    for observed, probs in parts:
+        c, d = _pooled_chi2(observed, probs, min_expected)
+        chi2, df = chi2 + c, df + d
+    # the chi-square survival function: Q(df / 2, chi2 / 2), the regularized upper incomplete gamma
+    pvalue = float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
+                                           torch.tensor(chi2 / 2, dtype=torch.float64))) if df > 0 else 1.0
+    return {"chi2": chi2, "df": df, "pvalue": pvalue}
+
+
 def log_likelihood(chain: MarkovChain, x: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
     """Exact log-likelihood of each sequence of ``x`` (int64 ``[N, L]``) under ``chain``: float64 ``[N]``.
     Probabilities below ``floor`` count as ``floor`` (0: an impossible sequence gets ``-inf``)."""

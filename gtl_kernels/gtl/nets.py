@@ -29,6 +29,7 @@ class TrunkConfig:
     cond: bool = False
     window: int = 0  # > 0: each position attends only to positions within this distance (local attention)
     positional: str = "relative"  # "relative": learned per-head bias per offset (T5-style); "rotary": RoPE
+    edges: bool = False  # learned embeddings added at the first and the last position (see Trunk)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -141,7 +142,12 @@ class Trunk(nn.Module):
 
     Positions enter only as relative offsets: a learned per-head attention bias per offset (default), or rotary
     embeddings as in MDLM's DiT. Relative positions suit local structure (a Markov chain, text), and the bias form
-    costs one ``[H, L, L]`` table per layer instead of rotating every query and key."""
+    costs one ``[H, L, L]`` table per layer instead of rotating every query and key.
+
+    With ``cfg.edges`` two learned vectors (starting at zero) are added to the token embeddings at the first and the
+    last position. A translation-invariant local network cannot otherwise tell the first position from any other,
+    yet a sequence's log-ratio has a term of its own there (a chain's initial distribution, a token that the target
+    has only at the start)."""
 
     def __init__(self, cfg: TrunkConfig):
         super().__init__()
@@ -158,13 +164,28 @@ class Trunk(nn.Module):
             self.ada_f = nn.Linear(cfg.d_model, 2 * cfg.d_model)
             nn.init.zeros_(self.ada_f.weight)
             nn.init.zeros_(self.ada_f.bias)
+        self.edge = nn.Parameter(torch.zeros(2, cfg.d_model)) if cfg.edges else None
+
+    def edge_at(self, pos: torch.Tensor, length: int) -> torch.Tensor | None:
+        """The edge embeddings at int64 positions ``pos`` ``[...]`` of a length-``length`` sequence: ``[..., d]``
+        (zero inside the sequence), or ``None`` without ``cfg.edges``."""
+        if self.edge is None:
+            return None
+        first, last = (pos == 0).unsqueeze(-1), (pos == length - 1).unsqueeze(-1)
+        return first * self.edge[0] + last * self.edge[1]
+
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of ``z`` int64 ``[B, L]``, with the edge embeddings: ``[B, L, d]``."""
+        x = self.tok(z)
+        edges = self.edge_at(torch.arange(z.shape[1], device=z.device), z.shape[1])
+        return x if edges is None else x + edges
 
     def forward(self, z: torch.Tensor, t: torch.Tensor | None = None, *, keep: list | None = None) -> torch.Tensor:
         """``z`` int64 ``[B, L]`` (and ``t`` float ``[B]`` when conditioned) -> ``[B, L, d]``. ``keep``: a list
         that receives each block's input and the last block's output (``n_layers + 1`` tensors ``[B, L, d]``)."""
         if z.shape[1] > self.cfg.max_len:
             raise ValueError(f"sequence length {z.shape[1]} exceeds max_len {self.cfg.max_len}")
-        x = self.tok(z)
+        x = self.embed(z)
         n = z.shape[1]
         idx = torch.arange(n, device=z.device)
         offsets = idx[:, None] - idx[None, :]
@@ -291,7 +312,9 @@ class SequenceScorer(_ScalarHead):
         kept_inputs: list = []
         feats = trunk(z, keep=kept_inputs)  # [B, L, d]
         d = feats.shape[-1]
-        x = trunk.tok(cand).unsqueeze(2)  # [M, K, 1, d]: block 0's changed input, the candidate at pos
+        x = trunk.tok(cand)  # [M, K, d]: block 0's changed input, the candidate at pos
+        edges = trunk.edge_at(pos, length)
+        x = (x if edges is None else x + edges.unsqueeze(1)).unsqueeze(2)  # [M, K, 1, d]
         c = 0  # x covers offsets [-c, c] around pos
         for i, blk in enumerate(trunk.blocks):
             c_out, span = c + grow, c + grow + w  # the block's changed outputs, and the inputs they attend to
