@@ -81,6 +81,26 @@ def test_suite_smoke(tmp_path):
     assert all(out["summary"][split]["8"]["oracle_within_noise"] == 1 for split in ("dev", "test"))
 
 
+def test_second_dev_draw_covers_every_kind_and_never_a_test_pair(tmp_path):
+    """``--split dev2``: another draw of all 12 source/target kinds, every pair a dev pair (run with the dev seeds),
+    none equal to a test pair; the first family and its split are unchanged by it."""
+    from gtl_kernels.experiments.suite import DEV2_SEED, DEV_SEEDS, SOURCE_KINDS, TARGET_KINDS, family
+
+    out = run(["suite"] + TINY + ["--split", "dev2", "--quick", "--n-target", "8", "--methods", "gtl",
+                                  "--out", str(tmp_path)])
+    assert {r["split"] for r in out["rows"]} == {"dev2"} and {r["seed"] for r in out["rows"]} == set(DEV_SEEDS)
+    assert all(r["pair"].endswith("#2") for r in out["rows"]) and out["summary"]["dev2"]["8"]["pairs"] == 2
+
+    first, second = family(), family(DEV2_SEED)
+    assert [p["name"] for p in first] == [f"{s}->{t}" for t in TARGET_KINDS for s in SOURCE_KINDS]
+    assert [p["name"] for p in second] == [f"{s}->{t}#2" for t in TARGET_KINDS for s in SOURCE_KINDS]
+    assert {p["split"] for p in second} == {"dev2"} and sum(p["split"] == "dev" for p in first) == 4
+    for a in second:
+        for b in first:
+            assert a["target"].trans.shape != b["target"].trans.shape or not torch.equal(a["target"].trans,
+                                                                                          b["target"].trans)
+
+
 def test_paper_preset_sets_the_papers_setup_and_explicit_options_win():
     from gtl_kernels.experiments.markov import build_parser, parse_args
 

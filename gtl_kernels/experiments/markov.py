@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="one full run per seed; mean ± std reported (default 0 1 2; suite: 0 on test pairs, dev pairs "
                         "always use their own seeds)")
-    g.add_argument("--split", default="test", choices=("dev", "test", "all"), help="suite: which pairs to run")
+    g.add_argument("--split", default="test", choices=("dev", "test", "all", "dev2"),
+                   help="suite: which pairs to run (all = dev and test; dev2 = a second draw of all 12 kinds, dev "
+                        "pairs only)")
     g.add_argument("--dev-seeds", type=int, nargs="+", default=None,
                    help="suite: the seeds of the dev pairs (default 100); never one of the reported --seeds")
     g.add_argument("--failure-gammas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 8.0, 16.0],
