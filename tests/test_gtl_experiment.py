@@ -261,3 +261,5 @@ def test_dev_seeds_never_overlap_the_reported_seeds():
     """The protocol: dev pairs run with their own seeds (``--dev-seeds``), never a reported one."""
     with pytest.raises(SystemExit, match="dev-seeds"):
         run(["suite", "--dev-seeds", "101", "0", "--seeds", "0", "--quick"])
+    with pytest.raises(SystemExit, match="dev-seeds"):  # the default dev seed (100) is checked as well
+        run(["suite", "--seeds", "100", "--quick"])

@@ -747,8 +747,12 @@ def run(argv: list[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv)
     if args.seeds is None:
         args.seeds = [0] if args.mode == "suite" else [0, 1, 2]
-    if args.dev_seeds is not None and set(args.dev_seeds) & set(args.seeds):
-        raise SystemExit(f"--dev-seeds {args.dev_seeds} must not share a seed with the reported --seeds {args.seeds}")
+    if args.mode == "suite":
+        from .suite import dev_seeds
+
+        if set(dev_seeds(args)) & set(args.seeds):  # the default dev seeds too, not only --dev-seeds
+            raise SystemExit(f"the dev seeds {dev_seeds(args)} (--dev-seeds) must not share a seed with the reported "
+                             f"--seeds {args.seeds}")
     if args.quick:
         apply_quick(args)
     # Not a terminal (a log, CI): one line per phase instead of the bars' control codes.
