@@ -84,14 +84,14 @@ def test_suite_smoke(tmp_path):
 def test_second_dev_draw_covers_every_kind_and_never_a_test_pair(tmp_path):
     """``--split dev2``: another draw of all 12 source/target kinds, every pair a dev pair (run with the dev seeds),
     none equal to a test pair; the first family and its split are unchanged by it."""
-    from gtl_kernels.experiments.suite import DEV2_SEED, DEV_SEEDS, SOURCE_KINDS, TARGET_KINDS, family
+    from gtl_kernels.experiments.suite import DEV_SEEDS, SOURCE_KINDS, TARGET_KINDS, family, second_dev_draw
 
     out = run(["suite"] + TINY + ["--split", "dev2", "--quick", "--n-target", "8", "--methods", "gtl",
                                   "--out", str(tmp_path)])
     assert {r["split"] for r in out["rows"]} == {"dev2"} and {r["seed"] for r in out["rows"]} == set(DEV_SEEDS)
     assert all(r["pair"].endswith("#2") for r in out["rows"]) and out["summary"]["dev2"]["8"]["pairs"] == 2
 
-    first, second = family(), family(DEV2_SEED)
+    first, second = family(), second_dev_draw()
     assert [p["name"] for p in first] == [f"{s}->{t}" for t in TARGET_KINDS for s in SOURCE_KINDS]
     assert [p["name"] for p in second] == [f"{s}->{t}#2" for t in TARGET_KINDS for s in SOURCE_KINDS]
     assert {p["split"] for p in second} == {"dev2"} and sum(p["split"] == "dev" for p in first) == 4

@@ -267,9 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 PRESETS = {
     "paper": dict(states=None, source_diag=0.10, target_diag=0.80, source_matrix=None, target_matrix=None,
                   d_model=256, heads=4, layers=4, ratio_layers=2, ratio_ensemble=1, ratio_edges="off", ratio_window=0,
-                  batch_size=256,
-                  lr=3e-4, finetune_lr=3e-4, ratio_lr=1e-4, epochs=["30"], ratio_loss=["paper"], sampler="ancestral",
-                  steps=20, anc_mode="exact", gamma=2.0),
+                  batch_size=256, lr=3e-4, finetune_lr=3e-4, ratio_lr=1e-4, epochs=["30"], ratio_loss=["paper"],
+                  sampler="ancestral", steps=20, anc_mode="exact", gamma=2.0),
 }
 
 
@@ -442,7 +441,7 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
     # the exact per-token log-likelihood under the target (a transition the target never makes counts as 1e-6)
     metrics["loglik_per_token"] = float(mk.log_likelihood(ctx.target, x, floor=1e-6).mean()) / a.length
     # are the samples draws from the target at all? (uniform under an exact sampler; the suite's oracle check)
-    metrics["fit_pvalue"] = mk.fit_test(ctx.target, x.cpu())["pvalue"]
+    metrics["fit_pvalue"] = mk.fit_test(ctx.target, x)["pvalue"]
     train_set = {tuple(r) for r in train_target.tolist()}
     metrics["copy_rate"] = sum(tuple(r) in train_set for r in x.tolist()) / len(x)
     return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict()}
@@ -751,8 +750,8 @@ def run(argv: list[str] | None = None) -> dict:
         from .suite import dev_seeds
 
         if set(dev_seeds(args)) & set(args.seeds):  # the default dev seeds too, not only --dev-seeds
-            raise SystemExit(f"the dev seeds {dev_seeds(args)} (--dev-seeds) must not share a seed with the reported "
-                             f"--seeds {args.seeds}")
+            raise SystemExit(f"the dev seeds {dev_seeds(args)} (--dev-seeds) must not share a seed with the "
+                             f"reported --seeds {args.seeds}")
     if args.quick:
         apply_quick(args)
     # Not a terminal (a log, CI): one line per phase instead of the bars' control codes.

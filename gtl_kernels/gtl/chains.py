@@ -148,7 +148,8 @@ def fit_test(chain: MarkovChain, x: torch.Tensor, min_expected: float = 5.0) -> 
     if (first[chain.init == 0] > 0).any() or (counts[chain.trans == 0] > 0).any():
         return {"chi2": math.inf, "df": 0, "pvalue": 0.0}
     parts = [(first[chain.init > 0], chain.init[chain.init > 0])]
-    parts += [(counts[i][chain.trans[i] > 0], chain.trans[i][chain.trans[i] > 0]) for i in range(s) if counts[i].sum() > 0]
+    parts += [(counts[i][chain.trans[i] > 0], chain.trans[i][chain.trans[i] > 0])
+              for i in range(s) if counts[i].sum() > 0]
     chi2 = df = 0
     for observed, probs in parts:
         c, d = _pooled_chi2(observed, probs, min_expected)
