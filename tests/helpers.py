@@ -84,3 +84,20 @@ def deep_tail_row(device="cpu"):
     row = torch.full((1, DEEP_TAIL_V), -DEEP_TAIL_GAP, device=device)
     row[0, 0] = 0.0
     return row
+
+
+def two_sample_pvalue(a: torch.Tensor, b: torch.Tensor, vocab: int) -> float:
+    """Chi-square test that two samples of token ids in ``[0, vocab)`` share one distribution; tokens with fewer
+    than 10 draws in both together are pooled into one bin (so no expected count is tiny)."""
+    counts = np.stack([np.bincount(a.numpy(), minlength=vocab), np.bincount(b.numpy(), minlength=vocab)])
+    common = counts.sum(0) >= 10
+    table = np.concatenate([counts[:, common], counts[:, ~common].sum(1, keepdims=True)], axis=1)
+    table = table[:, table.sum(0) > 0]
+    return 1.0 if table.shape[1] < 2 else float(stats.chi2_contingency(table)[1])
+
+
+def min_position_pvalue(ours: torch.Tensor, theirs: torch.Tensor, prompt_len: int, vocab: int) -> float:
+    """Smallest :func:`two_sample_pvalue` over the generated positions of two ``[N, L]`` token batches,
+    Bonferroni-corrected (multiplied by the number of positions)."""
+    gen = range(prompt_len, ours.shape[1])
+    return min(two_sample_pvalue(ours[:, p], theirs[:, p], vocab) for p in gen) * len(gen)

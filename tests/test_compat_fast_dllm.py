@@ -8,10 +8,9 @@ rate of ``ALPHA = 1e-6`` after Bonferroni, fixed seeds), with a wrong temperatur
 
 import functools
 
-import numpy as np
 import pytest
 import torch
-from scipy import stats
+from helpers import min_position_pvalue
 
 from gtl_kernels.bench.originals import fast_dllm as original
 from gtl_kernels.bench.originals.llada import ContextStub
@@ -98,17 +97,6 @@ def test_factor_rule_edge_cases():
     assert torch.equal(ours, single)
 
 
-def _two_sample_pvalue(a, b):
-    counts = np.stack([np.bincount(a.numpy(), minlength=V + 1), np.bincount(b.numpy(), minlength=V + 1)])
-    common = counts.sum(0) >= 10
-    table = np.concatenate([counts[:, common], counts[:, ~common].sum(1, keepdims=True)], axis=1)
-    table = table[:, table.sum(0) > 0]
-    return 1.0 if table.shape[1] < 2 else stats.chi2_contingency(table)[1]
-
-
-def _min_pvalue(ours, theirs, prompt_len):
-    gen = range(prompt_len, ours.shape[1])
-    return min(_two_sample_pvalue(ours[:, p], theirs[:, p]) for p in gen) * len(gen)
 
 
 SAMPLED = {
@@ -141,13 +129,13 @@ def _sampled_pair(name, **override):
 @pytest.mark.parametrize("name", SAMPLED)
 def test_sampled_tokens_follow_the_original_distribution(name):
     ours, theirs, prompt_len = _sampled_pair(name)
-    assert _min_pvalue(ours, theirs, prompt_len) > ALPHA
+    assert min_position_pvalue(ours, theirs, prompt_len, V + 1) > ALPHA
     assert torch.equal(ours[:, :prompt_len], theirs[:, :prompt_len])
 
 
 def test_negative_control_wrong_temperature_is_rejected():
     ours, theirs, prompt_len = _sampled_pair("threshold", temperature=1.6)
-    assert _min_pvalue(ours, theirs, prompt_len) < ALPHA
+    assert min_position_pvalue(ours, theirs, prompt_len, V + 1) < ALPHA
 
 
 def test_a_model_stuck_on_the_mask_token_raises_instead_of_looping():

@@ -11,6 +11,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+from helpers import min_position_pvalue
 from scipy import stats
 
 from gtl_kernels import ops
@@ -27,22 +28,6 @@ def _prompt(batch, length=4, seed=1):
     return torch.randint(0, MASK, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-def _two_sample_pvalue(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Chi-square test that two samples of tokens share one distribution; tokens with fewer than 10 draws in
-    both together are pooled into one bin (so no expected count is tiny)."""
-    counts = np.stack([np.bincount(a.numpy(), minlength=V + 1), np.bincount(b.numpy(), minlength=V + 1)])
-    common = counts.sum(0) >= 10
-    table = np.concatenate([counts[:, common], counts[:, ~common].sum(1, keepdims=True)], axis=1)
-    table = table[:, table.sum(0) > 0]
-    if table.shape[1] < 2:
-        return 1.0
-    return stats.chi2_contingency(table)[1]
-
-
-def _min_pvalue(ours: torch.Tensor, theirs: torch.Tensor, prompt_len: int) -> float:
-    """Smallest p-value over the generated positions, Bonferroni-corrected."""
-    gen = range(prompt_len, ours.shape[1])
-    return min(_two_sample_pvalue(ours[:, p], theirs[:, p]) for p in gen) * len(gen)
 
 
 GREEDY_CASES = {
@@ -162,14 +147,14 @@ def _sampled_pair(name, dropin_model=None, **override):
 @pytest.mark.parametrize("name", SAMPLED)
 def test_sampled_tokens_follow_the_original_distribution(name):
     ours, theirs, prompt_len = _sampled_pair(name)
-    assert _min_pvalue(ours, theirs, prompt_len) > ALPHA
+    assert min_position_pvalue(ours, theirs, prompt_len, V + 1) > ALPHA
     assert torch.equal(ours[:, :prompt_len], theirs[:, :prompt_len])
     assert (ours[:, prompt_len:] != MASK).float().mean() > 0.9  # nearly all revealed (a draw of MASK stays masked)
 
 
 def test_negative_control_wrong_temperature_is_rejected():
     ours, theirs, prompt_len = _sampled_pair("plain", temperature=1.6)
-    assert _min_pvalue(ours, theirs, prompt_len) < ALPHA
+    assert min_position_pvalue(ours, theirs, prompt_len, V + 1) < ALPHA
 
 
 def test_negative_control_flipped_cfg_is_rejected():
@@ -181,7 +166,7 @@ def test_negative_control_flipped_cfg_is_rejected():
         return torch.cat([un, cond])
 
     ours, theirs, prompt_len = _sampled_pair("cfg and switches, two blocks", dropin_model=flipped)
-    assert _min_pvalue(ours, theirs, prompt_len) < ALPHA
+    assert min_position_pvalue(ours, theirs, prompt_len, V + 1) < ALPHA
 
 
 def test_revealed_count_per_step_follows_the_schedule():

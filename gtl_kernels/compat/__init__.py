@@ -6,6 +6,8 @@ point's argument names, shapes and meaning, plus a ``seeds=`` / ``generator=`` k
     mdlm        ``sample_categorical``, ``ddpm_update``, ``ddpm_caching_update`` (MDLM's SUBS reverse step)
     llada       ``generate``, ``get_num_transfer_tokens``, ``add_gumbel_noise`` (LLaDA's semi-autoregressive sampler)
     fast_dllm   LLaDA generation with threshold (and factor) parallel decoding
+    dream       ``diffusion_generate``, ``sample_tokens``, ``step`` (Dream's sampler: shifted logits, confidence
+                orders, top-p / top-k)
     gtl         the GTL authors' guided reverse step and planner step
 
 Import the module of the codebase you use, e.g. ``from gtl_kernels.compat import llada``; the before/after lines

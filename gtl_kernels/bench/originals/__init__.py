@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-CODEBASES = ("mdlm", "llada", "fast_dllm", "gtl")
+CODEBASES = ("mdlm", "llada", "fast_dllm", "dream", "gtl")
 
 
 @dataclasses.dataclass
