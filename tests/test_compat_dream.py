@@ -15,6 +15,7 @@ from helpers import min_position_pvalue
 from gtl_kernels.bench.originals import dream as original
 from gtl_kernels.bench.originals.llada import ContextStub
 from gtl_kernels.compat import dream
+from gtl_kernels.nucleus import nucleus
 
 ALPHA = 1e-6
 V, MASK = 64, 63
@@ -205,7 +206,7 @@ def test_nucleus_is_the_originals_kept_set(top_p):
     g = torch.Generator().manual_seed(5)
     spread = torch.tensor([0.05, 0.5, 2.0, 6.0]).repeat_interleave(8).unsqueeze(-1)
     logits = torch.randn(32, 1000, generator=g) * spread
-    vals, ids = dream.nucleus(logits, 1.0, top_p, None)
+    vals, ids = nucleus(logits, top_p)
     kept = torch.zeros_like(logits, dtype=torch.bool)
     rows = torch.arange(32).unsqueeze(-1).expand_as(ids)
     kept[rows[torch.isfinite(vals)], ids[torch.isfinite(vals)]] = True
@@ -214,8 +215,8 @@ def test_nucleus_is_the_originals_kept_set(top_p):
     assert int(kept.sum(-1).max()) > 64 or top_p < 0.9
     # on a subset of rows read through a window of all of them: the same sets as on the subset alone
     rows = torch.randperm(32, generator=g)[:10]
-    sub_v, sub_i = dream.nucleus(logits, 1.0, top_p, None, rows=rows)
-    alone_v, alone_i = dream.nucleus(logits[rows], 1.0, top_p, None)
+    sub_v, sub_i = nucleus(logits, top_p, rows=rows)
+    alone_v, alone_i = nucleus(logits[rows], top_p)
     assert torch.equal(sub_v, alone_v) and torch.equal(sub_i, alone_i)
 
 

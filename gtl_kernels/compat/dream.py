@@ -10,10 +10,9 @@ count per sequence times ``1 - s / t`` revealed per step), on the ``gtl_kernels`
 - without ``top_p`` / ``top_k`` a step is one read per masked row: the draw and its probability from ``sample``
   (``maskgit_plus``), or ``confidence`` (argmax and ``p1``, ``p1 - p2`` or ``sum p log p``) at temperature 0; a
   sampled ``topk_margin`` / ``entropy`` step reads twice;
-- with ``top_p`` (nucleus) or ``top_k`` the kept set comes from ``topk_log_softmax`` (exact log-probabilities of the
-  best ``k`` tokens, sorted): ``k`` starts at 64 (or ``top_k``) and grows 8x for the rows whose nucleus does not fit,
-  up to ``V``; the draw is ``sample`` over those candidates, and the confidences are those of the renormalized kept
-  set, as in the original;
+- with ``top_p`` (nucleus) or ``top_k`` the kept set comes from :func:`gtl_kernels.nucleus.nucleus` (the same rule:
+  ``topk_log_softmax`` candidates, 64 first, 8x more for the rows whose nucleus does not fit); the draw is ``sample``
+  over those candidates, and the confidences are those of the renormalized kept set, as in the original;
 - draws are exact (64-bit Philox) and reproducible: ``seeds=`` (int or int64 ``[B]`` per-sequence seeds) or
   ``generator=``; a sequence's draws depend only on its seed and positions, not on its batch. ``alg_temp > 0``
   draws the positions without replacement from ``softmax(confidence / alg_temp)`` as Gumbel-top-k keys (the same
@@ -35,13 +34,13 @@ import numbers
 import torch
 
 from .. import ops, reference
+from ..nucleus import nucleus
 from .llada import _int, candidate_rows, model_logits, reveal_top, row_keys
 
 MASK_ID = 151666
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
 _KINDS = {"maskgit_plus": "max_prob", "topk_margin": "margin", "entropy": "neg_entropy"}
 _STREAM_REVEAL, _STREAM_ORDER = 5, 6  # Philox streams of origin's reveal uniforms and alg_temp's Gumbel keys
-_FIRST_K = 64  # candidates tried first for a nucleus
 
 
 @dataclasses.dataclass
@@ -60,49 +59,6 @@ def _check_sampling(temperature, top_p, top_k):
     if top_k is not None:
         _int("top_k", top_k, 1)
     return float(temperature)
-
-
-def nucleus(z: torch.Tensor, temperature: float, top_p: float | None, top_k: int | None,
-            rows: torch.Tensor | None = None):
-    """The kept set of each row of ``z [R, V]`` (or of its rows ``rows``, int64 ``[N]``) under Dream's filters
-    (top-p first, then top-k, on the logits divided by ``temperature``; 1 at temperature 0, as the original's
-    softmax): fp32 ``[N, K]`` log-probabilities under the unfiltered tempered softmax, sorted descending, ``-inf``
-    past the row's kept count, and int64 ``[N, K]`` token ids; ``K`` is the largest kept count.
-
-    Token ``j`` (0-based, sorted) stays when ``j == 0`` or the mass of tokens ``0 .. j - 1`` is at most ``top_p``;
-    then at most ``top_k`` stay. The first pass reads every row of ``z`` (with ``rows``, a window around them costs
-    less than a copy); rows whose nucleus does not fit in ``k`` candidates are read again with ``8 k``.
-    """
-    v = z.shape[1]
-    cap = v if top_k is None else min(int(top_k), v)
-    use_p = top_p is not None and top_p < 1
-    k = min(cap, _FIRST_K) if use_p else cap
-    vals, ids = ops.topk_log_softmax(z, k, temperature=temperature)
-    if rows is not None:
-        vals, ids = vals[rows], ids[rows]
-    if not use_p:
-        return vals, ids
-    n = vals.shape[0]
-    todo = torch.arange(n, device=z.device)
-    parts = []
-    while True:
-        cum = vals.double().exp().cumsum(-1)
-        more = (cum[:, -1] <= top_p) & (k < cap)  # the next token (index k) would stay: not all candidates yet
-        keep = torch.ones_like(vals, dtype=torch.bool)
-        keep[:, 1:] = cum[:, :-1] <= top_p
-        done = ~more
-        parts.append((todo[done], torch.where(keep[done], vals[done], -torch.inf), ids[done], keep[done].sum(-1)))
-        if not bool(more.any()):
-            break
-        todo, k = todo[more], min(cap, k * 8)
-        vals, ids = ops.topk_log_softmax(z[todo if rows is None else rows[todo]], k, temperature=temperature)
-    width = max(int(count.max()) for _, _, _, count in parts if count.numel())
-    out_v = torch.full((n, width), -torch.inf, dtype=torch.float32, device=z.device)
-    out_i = torch.zeros((n, width), dtype=torch.int64, device=z.device)
-    for r, pv, pi, _ in parts:
-        w = min(width, pv.shape[1])
-        out_v[r, :w], out_i[r, :w] = pv[:, :w], pi[:, :w]
-    return out_v, out_i
 
 
 def _filtered_confidence(q_log: torch.Tensor, drawn_col: torch.Tensor, kind: str) -> torch.Tensor:
@@ -153,7 +109,8 @@ def _draw(z, keys, offset, temperature, top_p, top_k, kind, pick=None):
     else:
         if pick is not None:
             keys = keys[pick]
-        vals, ids = nucleus(z, tau, top_p, top_k, rows=pick)
+        p = None if top_p is None or top_p >= 1 else max(float(top_p), 0.0)  # the original filters when top_p < 1
+        vals, ids = nucleus(z, p, temperature=tau, top_k=top_k or 0, rows=pick)
         col = torch.zeros(vals.shape[0], dtype=torch.int64, device=z.device)
         if temperature > 0:
             cols = torch.arange(vals.shape[1], device=z.device).expand_as(vals).contiguous()
