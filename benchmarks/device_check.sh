@@ -218,7 +218,7 @@ for f in "$LOGS"/suite-*.log "$LOGS"/gpu-tests.log; do
   grep -E "^(FAILED|ERROR)" "$f" | head -8 | sed "s|^|$(basename "$f" .log): |" | cut -c1-160
 done
 grep "^sweep" "$LOGS/sweep.log" 2>/dev/null | cut -c1-150
-grep -E "^(mdlm|llada|fast_dllm|gtl) " "$LOGS/compat.log" 2>/dev/null | cut -c1-170
+grep -E "^(mdlm|llada|fast_dllm|dream|gtl) " "$LOGS/compat.log" 2>/dev/null | cut -c1-170
 grep -- "->" "$LOGS/auto-table.log" 2>/dev/null | cut -c1-160
 # Only a few files come back from a device call: one archive of every log.
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$LOGS"
