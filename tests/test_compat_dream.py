@@ -236,6 +236,19 @@ def test_seeds_reproduce_and_do_not_depend_on_the_batch():
     assert not torch.equal(a, c)
 
 
+def test_num_return_sequences_repeats_each_input():
+    """Greedy: each input's generations are identical and equal the original on the repeated batch; sampled: the
+    copies of one input draw independently."""
+    model, prompt = _dream_model(_stub()), _prompt(2)
+    kw = dict(max_new_tokens=6, steps=3, alg="entropy", mask_token_id=MASK)
+    ours = dream.diffusion_generate(model, prompt, num_return_sequences=3, **kw)
+    theirs = original.diffusion_generate(model, prompt.repeat_interleave(3, 0), **kw)
+    assert ours.shape == (6, 10) and torch.equal(ours, theirs)
+    sampled = dream.diffusion_generate(model, prompt, num_return_sequences=8, temperature=1.0, seeds=2, **kw)
+    assert torch.equal(sampled[:8, :4], prompt[:1].expand(8, -1))
+    assert len({tuple(r.tolist()) for r in sampled[:8]}) > 1
+
+
 def test_return_dict_with_history():
     out = dream.diffusion_generate(_dream_model(_stub()), _prompt(2), max_new_tokens=6, steps=3, alg="entropy",
                                    mask_token_id=MASK, output_history=True, return_dict_in_generate=True)
@@ -254,6 +267,7 @@ BAD = {
     "eps": (dict(eps=0.0), "eps"),
     "alg_temp": (dict(alg_temp=-0.5), "alg_temp"),
     "mask_token_id": (dict(mask_token_id=V), "mask_token_id"),
+    "num_return_sequences": (dict(num_return_sequences=0), "num_return_sequences"),
 }
 _TOLERANT = _stub()  # a model that reads any id (an out-of-vocabulary mask id must be caught by the sampler)
 

@@ -185,7 +185,7 @@ def diffusion_generate(model, inputs: torch.Tensor, attention_mask: torch.Tensor
                        max_new_tokens: int | None = None, max_length: int | None = None, steps: int = 512,
                        eps: float = 1e-3, alg: str = "origin", alg_temp: float | None = None,
                        temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
-                       mask_token_id: int = MASK_ID, output_history: bool = False,
+                       mask_token_id: int = MASK_ID, num_return_sequences: int = 1, output_history: bool = False,
                        return_dict_in_generate: bool = False, generation_tokens_hook_func=None,
                        generation_logits_hook_func=None, seeds=None, generator=None):
     """Dream's ``model.diffusion_generate(inputs, ...)`` on the fused ops, with ``model`` as the first argument.
@@ -197,6 +197,8 @@ def diffusion_generate(model, inputs: torch.Tensor, attention_mask: torch.Tensor
         inputs: int64 ``[B, L_prompt]``; attention_mask: optional ``[B, L_prompt]`` padding mask.
         max_new_tokens / max_length: generated tokens / total length (``max_new_tokens`` wins; neither: 20 new).
         steps, eps, alg, alg_temp, temperature, top_p, top_k, mask_token_id: as in Dream.
+        num_return_sequences: generations per input, consecutive in the output (``seeds`` as an int64 tensor then
+            has one seed per output sequence, ``[B * num_return_sequences]``).
         output_history, return_dict_in_generate: return :class:`DreamOutput` with every step's tokens.
         generation_tokens_hook_func(i, x, logits) / generation_logits_hook_func(i, x, logits): Dream's hooks (a
             logits hook receives the shifted ``[B, L, V]`` logits, materialized for it).
@@ -207,9 +209,16 @@ def diffusion_generate(model, inputs: torch.Tensor, attention_mask: torch.Tensor
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.dtype != torch.int64:
         got = f"{inputs.dtype} {tuple(inputs.shape)}" if isinstance(inputs, torch.Tensor) else type(inputs).__name__
         raise ValueError(f"inputs must be an int64 tensor [B, L_prompt], got {got}")
-    batch, prompt_len = inputs.shape
-    if batch < 1:
+    if inputs.shape[0] < 1:
         raise ValueError("inputs must hold at least one sequence")
+    repeats = _int("num_return_sequences", num_return_sequences, 1)
+    if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
+                                       or attention_mask.shape != inputs.shape):
+        raise ValueError(f"attention_mask must be a tensor of the inputs' shape {tuple(inputs.shape)}")
+    if repeats > 1:
+        inputs = inputs.repeat_interleave(repeats, dim=0)
+        attention_mask = None if attention_mask is None else attention_mask.repeat_interleave(repeats, dim=0)
+    batch, prompt_len = inputs.shape
     if max_new_tokens is not None:
         max_length = prompt_len + _int("max_new_tokens", max_new_tokens, 1)
     elif max_length is None:
@@ -230,8 +239,6 @@ def diffusion_generate(model, inputs: torch.Tensor, attention_mask: torch.Tensor
     x[:, :prompt_len] = inputs
     tok_idx, mask_arg = None, "full"
     if attention_mask is not None:
-        if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != inputs.shape:
-            raise ValueError(f"attention_mask must be a tensor of the inputs' shape {tuple(inputs.shape)}")
         if bool((attention_mask == 0).any()):
             full = torch.ones((batch, max_length), dtype=attention_mask.dtype, device=attention_mask.device)
             full[:, :prompt_len] = attention_mask
