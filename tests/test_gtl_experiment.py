@@ -147,6 +147,19 @@ def test_exact_part_methods_swap_one_learned_part_and_leave_gtl_unchanged(tmp_pa
     assert not torch.equal(both["20"]["gtl-exact-denoiser"]["matrix"], both["20"]["gtl"]["matrix"])
 
 
+def test_oracle_samples_once_and_scores_at_every_n(tmp_path):
+    """The oracle (exact parts) does not depend on the target set: one sampling, the same transition matrix and
+    fit at every n, the copy rate per n; and the same cells as a run with one n."""
+    out = run(TINY + ["--n-target", "20", "10", "--methods", "oracle", "--out", str(tmp_path / "a")])
+    cells = _cells(out)
+    assert torch.equal(cells["20"]["oracle"]["matrix"], cells["10"]["oracle"]["matrix"])
+    assert cells["20"]["oracle"]["metrics"]["fit_pvalue"] == cells["10"]["oracle"]["metrics"]["fit_pvalue"]
+    assert [k for k in cells["_timings"] if k.startswith("sample oracle")] == ["sample oracle 20"]
+    alone = _cells(run(TINY + ["--n-target", "10", "--methods", "oracle", "--out", str(tmp_path / "b")]))
+    _same(alone["10"]["oracle"], cells["10"]["oracle"])
+    assert "_drawn" not in cells["10"]["oracle"]
+
+
 def test_ratio_holdout_records_its_selection_and_leaves_the_baselines(tmp_path):
     one = ["--n-target", "20", "--ratio-steps", "6", "--ratio-ensemble", "1"]
     plain = _cells(run(TINY + one + ["--out", str(tmp_path / "a")]))

@@ -429,10 +429,12 @@ def make_sampler(args, denoiser, ratio=None, planner=None, gamma=None, order=Non
                             gamma=gamma_schedule(args, gamma), top_k=args.top_k, device=args.device)
 
 
-def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dict:
+def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str, drawn=None) -> dict:
+    """Samples of ``sampler`` (or ``drawn``: ``(x, stats)`` of an earlier call, for a sampler that does not depend
+    on the target set) scored against the target chain; ``train_target`` only enters the copy rate."""
     a = ctx.args
-    x, stats = ctx.timed(f"sample {key}", sampler, a.samples, a.length, seed=ctx.seed, batch_size=a.sample_batch,
-                         progress=not a.no_progress)
+    x, stats = drawn or ctx.timed(f"sample {key}", sampler, a.samples, a.length, seed=ctx.seed,
+                                  batch_size=a.sample_batch, progress=not a.no_progress)
     est = mk.estimate_transitions(x, ctx.vocab)
     metrics = mk.transition_metrics(est, ctx.target.trans)
     # longer-range structure: the 2-step transition matrix against trans @ trans
@@ -444,7 +446,7 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dic
     metrics["fit_pvalue"] = mk.fit_test(ctx.target, x)["pvalue"]
     train_set = {tuple(r) for r in train_target.tolist()}
     metrics["copy_rate"] = sum(tuple(r) in train_set for r in x.tolist()) / len(x)
-    return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict()}
+    return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict(), "_drawn": (x, stats)}
 
 
 def new_ratio(ctx: Context, loss: str, n: int, n_source: int, tag=None) -> tuple[SequenceScorer, TrainConfig]:
@@ -544,6 +546,7 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                   ctx.train_cfg(args.planner_steps, ("planner",), n_data=len(xs)), desc="planner", progress=prog)
 
     results: dict = {}
+    oracle_drawn = None
     for n in sorted(args.n_target, reverse=True):
         xt = xt_all[:n]
         res: dict = {}
@@ -588,9 +591,12 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
             r = evaluate(ctx, make_sampler(args, src_den, mk.MarkovOracleRatio(source, target), planner), xt,
                          f"gtl-exact-ratio {n}")
             res["gtl-exact-ratio"] = r
-        if "oracle" in args.methods:
+        if "oracle" in args.methods:  # exact parts: the same samples at every n (drawn once, scored per n)
             oden, orat = mk.MarkovOracleDenoiser(source), mk.MarkovOracleRatio(source, target)
-            res["oracle"] = evaluate(ctx, make_sampler(args, oden, orat), xt, f"oracle {n}")
+            res["oracle"] = evaluate(ctx, make_sampler(args, oden, orat), xt, f"oracle {n}", drawn=oracle_drawn)
+            oracle_drawn = res["oracle"]["_drawn"]
+        for r in res.values():
+            r.pop("_drawn", None)
         results[str(n)] = res
     results["_timings"] = ctx.timings
     results["_budgets"] = ctx.budgets
