@@ -104,7 +104,8 @@ def sample_top_p(logits: torch.Tensor, top_p: float | None, bias=None, gamma: fl
     """One draw per row from the kept set of :func:`nucleus`, renormalized (exact).
 
     Args:
-        logits: fp32/bf16/fp16 ``[N, V]``; bias: optional, the shape of ``logits``; gamma, temperature: numbers
+        logits: fp32/bf16/fp16 ``[N, V]`` or ``[B, L, V]``; bias: optional, the shape of ``logits``; gamma,
+            temperature: numbers
             (``temperature == 0`` is greedy: the argmax, whatever ``top_p``); top_k: as in
             :func:`~gtl_kernels.sample` (0: no limit).
         top_p: the nucleus mass in ``[0, 1]`` (0 keeps the best token only; ``None`` or 1: no restriction).
@@ -113,11 +114,21 @@ def sample_top_p(logits: torch.Tensor, top_p: float | None, bias=None, gamma: fl
         return_logprob: also return the log-probability of each drawn token under the renormalized kept set (its
             rows then all build their kept sets: no rejection).
     Returns:
-        int64 ``[N]`` (-1 for invalid rows), and with ``return_logprob`` float32 ``[N]``.
+        int64 of the leading shape (-1 for invalid rows), and with ``return_logprob`` float32 of that shape.
     """
     top_p = _check_top_p(top_p)
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ValueError(f"logits must be a tensor [N, V], got {getattr(logits, 'shape', type(logits).__name__)}")
+    if not isinstance(logits, torch.Tensor) or logits.dim() not in (2, 3):
+        raise ValueError(f"logits must be a tensor [N, V] or [B, L, V], got "
+                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    if logits.dim() == 3:  # rows of [B, L, V], keyed as sample keys them (per-sequence seeds included)
+        lead = logits.shape[:-1]
+        if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != logits.shape):
+            raise ValueError(f"bias must have the logits' shape {tuple(logits.shape)}")
+        keys = ops._row_keys(seeds, lead, logits.device).reshape(-1)
+        out = sample_top_p(logits.reshape(-1, logits.shape[-1]), top_p,
+                           None if bias is None else bias.reshape(-1, bias.shape[-1]), gamma, temperature, top_k,
+                           seeds=keys, offset=offset, return_logprob=return_logprob, backend=backend)
+        return tuple(t.reshape(lead) for t in out) if return_logprob else out.reshape(lead)
     for name, value in (("gamma", gamma), ("temperature", temperature)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a number here, got {type(value).__name__}")

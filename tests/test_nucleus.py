@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import ALPHA, chi_square_pvalue, random_logits
 
+import gtl_kernels
 import gtl_kernels.nucleus as nucleus_module
 from gtl_kernels.nucleus import _in_kept_set, nucleus, sample_top_p
 
@@ -105,6 +106,17 @@ def test_greedy_batch_invariance_and_invalid_rows(backend):
     logits[3] = -torch.inf
     out = sample_top_p(logits, 0.9, seeds=keys, backend=backend.name)
     assert out[2] == -1 and out[3] == -1 and (out[[0, 1, 4, 5]] >= 0).all()
+
+
+def test_three_dimensional_logits_draw_as_their_rows(backend):
+    """``[B, L, V]`` with per-sequence seeds draws what the flattened rows draw with ``derive_keys`` row keys (the
+    keys ``sample`` uses), on both paths (a peaked and a flat sequence)."""
+    logits = _rows(backend.device)[[0, 1, 2, 22, 23, 21]].reshape(2, 3, 1000).contiguous()
+    seqs = torch.tensor([5, 9], device=logits.device)
+    got = sample_top_p(logits, 0.9, seeds=seqs, offset=2, backend=backend.name)
+    keys = gtl_kernels.derive_keys(seqs.unsqueeze(-1), torch.arange(3, device=logits.device)).reshape(-1)
+    flat = sample_top_p(logits.reshape(6, 1000), 0.9, seeds=keys, offset=2, backend=backend.name)
+    assert got.shape == (2, 3) and torch.equal(got.reshape(-1), flat)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.9", True])
