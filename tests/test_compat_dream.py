@@ -90,10 +90,13 @@ def test_logits_and_tokens_hooks_act_as_in_the_original():
         return logits
 
     calls = {"original": 0, "dropin": 0}
+    seen = {"original": [], "dropin": []}
 
     def counter(name):
         def hook(i, x, logits):
             calls[name] += 1
+            if logits is not None:
+                seen[name].append(logits.clone())
             return x
         return hook
 
@@ -103,6 +106,7 @@ def test_logits_and_tokens_hooks_act_as_in_the_original():
                                     generation_tokens_hook_func=counter("dropin"))
     assert torch.equal(ours, theirs)
     assert calls["dropin"] == calls["original"] == 5  # once before the loop, once per step
+    assert all(torch.equal(a, b) for a, b in zip(seen["original"], seen["dropin"]))  # the shifted, hooked logits
     assert not (ours[:, 4:] == banned).any()
 
 

@@ -200,8 +200,8 @@ def diffusion_generate(model, inputs: torch.Tensor, attention_mask: torch.Tensor
         num_return_sequences: generations per input, consecutive in the output (``seeds`` as an int64 tensor then
             has one seed per output sequence, ``[B * num_return_sequences]``).
         output_history, return_dict_in_generate: return :class:`DreamOutput` with every step's tokens.
-        generation_tokens_hook_func(i, x, logits) / generation_logits_hook_func(i, x, logits): Dream's hooks (a
-            logits hook receives the shifted ``[B, L, V]`` logits, materialized for it).
+        generation_tokens_hook_func(i, x, logits) / generation_logits_hook_func(i, x, logits): Dream's hooks
+            (they receive the shifted ``[B, L, V]`` logits, materialized for them).
         seeds / generator: reproducible draws (int or int64 ``[B]``; or a ``torch.Generator``).
     Returns:
         int64 ``[B, max_length]`` (or :class:`DreamOutput`).
@@ -253,9 +253,11 @@ def diffusion_generate(model, inputs: torch.Tensor, attention_mask: torch.Tensor
         logits = _call(model, x, mask_arg, tok_idx, batch)
         if i == 0 and not mask_token_id < logits.shape[-1]:
             raise ValueError(f"mask_token_id ({mask_token_id}) must be a token id in [0, {logits.shape[-1]})")
-        hooked = generation_logits_hook_func is not None
-        if hooked:
-            logits = generation_logits_hook_func(i, x, torch.cat([logits[:, :1], logits[:, :-1]], dim=1))
+        hooked = generation_logits_hook_func is not None or generation_tokens_hook_func is not None
+        if hooked:  # the hooks see the shifted logits, as in the original (materialized only for them)
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            if generation_logits_hook_func is not None:
+                logits = generation_logits_hook_func(i, x, logits)
         x = step(x, logits, i, steps=steps, eps=eps, alg=alg, alg_temp=alg_temp, temperature=temperature,
                  top_p=top_p, top_k=top_k, mask_token_id=mask_token_id, keys=keys, shifted=hooked)
         if generation_tokens_hook_func is not None:
