@@ -429,12 +429,23 @@ def make_sampler(args, denoiser, ratio=None, planner=None, gamma=None, order=Non
                             gamma=gamma_schedule(args, gamma), top_k=args.top_k, device=args.device)
 
 
-def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str, drawn=None) -> dict:
-    """Samples of ``sampler`` (or ``drawn``: ``(x, stats)`` of an earlier call, for a sampler that does not depend
-    on the target set) scored against the target chain; ``train_target`` only enters the copy rate."""
+def draw(ctx: Context, sampler, key: str):
+    """``(x, stats)``: ``args.samples`` sequences of ``sampler``, timed as ``sample {key}``."""
     a = ctx.args
-    x, stats = drawn or ctx.timed(f"sample {key}", sampler, a.samples, a.length, seed=ctx.seed,
-                                  batch_size=a.sample_batch, progress=not a.no_progress)
+    return ctx.timed(f"sample {key}", sampler, a.samples, a.length, seed=ctx.seed, batch_size=a.sample_batch,
+                     progress=not a.no_progress)
+
+
+def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str) -> dict:
+    """Samples of ``sampler`` scored against the target chain (:func:`score`)."""
+    return score(ctx, draw(ctx, sampler, key), train_target)
+
+
+def score(ctx: Context, drawn, train_target: torch.Tensor) -> dict:
+    """Metrics of drawn samples ``(x, stats)`` against the target chain; ``train_target`` only enters the copy
+    rate."""
+    a = ctx.args
+    x, stats = drawn
     est = mk.estimate_transitions(x, ctx.vocab)
     metrics = mk.transition_metrics(est, ctx.target.trans)
     # longer-range structure: the 2-step transition matrix against trans @ trans
@@ -446,7 +457,7 @@ def evaluate(ctx: Context, sampler, train_target: torch.Tensor, key: str, drawn=
     metrics["fit_pvalue"] = mk.fit_test(ctx.target, x)["pvalue"]
     train_set = {tuple(r) for r in train_target.tolist()}
     metrics["copy_rate"] = sum(tuple(r) in train_set for r in x.tolist()) / len(x)
-    return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict(), "_drawn": (x, stats)}
+    return {"metrics": metrics, "matrix": est, "sampler": stats.as_dict()}
 
 
 def new_ratio(ctx: Context, loss: str, n: int, n_source: int, tag=None) -> tuple[SequenceScorer, TrainConfig]:
@@ -592,11 +603,10 @@ def run_seed(args, source: mk.MarkovChain, target: mk.MarkovChain, seed: int) ->
                          f"gtl-exact-ratio {n}")
             res["gtl-exact-ratio"] = r
         if "oracle" in args.methods:  # exact parts: the same samples at every n (drawn once, scored per n)
-            oden, orat = mk.MarkovOracleDenoiser(source), mk.MarkovOracleRatio(source, target)
-            res["oracle"] = evaluate(ctx, make_sampler(args, oden, orat), xt, f"oracle {n}", drawn=oracle_drawn)
-            oracle_drawn = res["oracle"]["_drawn"]
-        for r in res.values():
-            r.pop("_drawn", None)
+            if oracle_drawn is None:
+                oden, orat = mk.MarkovOracleDenoiser(source), mk.MarkovOracleRatio(source, target)
+                oracle_drawn = draw(ctx, make_sampler(args, oden, orat), f"oracle {n}")
+            res["oracle"] = score(ctx, oracle_drawn, xt)
         results[str(n)] = res
     results["_timings"] = ctx.timings
     results["_budgets"] = ctx.budgets
