@@ -35,7 +35,7 @@ import torch
 
 from .. import ops, reference
 from ..nucleus import nucleus
-from .llada import _int, candidate_rows, model_logits, reveal_top, row_keys
+from .llada import _int, _nonneg, candidate_rows, model_logits, reveal_top, row_keys, window_keys
 
 MASK_ID = 151666
 ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
@@ -52,13 +52,12 @@ class DreamOutput:
 
 
 def _check_sampling(temperature, top_p, top_k):
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    temperature = _nonneg("temperature", temperature)
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or top_p != top_p):
         raise ValueError(f"top_p must be a number or None, got {top_p!r}")
     if top_k is not None:
         _int("top_k", top_k, 1)
-    return float(temperature)
+    return temperature
 
 
 def _filtered_confidence(q_log: torch.Tensor, drawn_col: torch.Tensor, kind: str) -> torch.Tensor:
@@ -112,22 +111,13 @@ def _draw(z, keys, offset, temperature, top_p, top_k, kind, pick=None):
         p = None if top_p is None or top_p >= 1 else max(float(top_p), 0.0)  # the original filters when top_p < 1
         vals, ids = nucleus(z, p, temperature=tau, top_k=top_k or 0, rows=pick)
         col = torch.zeros(vals.shape[0], dtype=torch.int64, device=z.device)
-        if temperature > 0:
-            cols = torch.arange(vals.shape[1], device=z.device).expand_as(vals).contiguous()
-            col = ops.sample(vals, seeds=keys, offset=offset, index=cols).clamp(min=0)
+        if temperature > 0:  # a column of the candidates (the kept log-probabilities are the scores)
+            col = ops.sample(vals, seeds=keys, offset=offset).clamp(min=0)
         x0 = torch.where(torch.isfinite(vals[:, 0]), ids.gather(-1, col.unsqueeze(-1))[:, 0], -1)
         conf = _filtered_confidence(vals, col, kind)
     if bool((x0 < 0).any()):
         raise ValueError("model returned logits with a NaN or no finite value at a masked position")
     return conf, x0
-
-
-def _window_keys(z, pick, row_key):
-    """The keys of the rows the kernels read: ``row_key`` itself, or placed at ``pick`` in a window of rows (rows
-    outside the candidates are computed and dropped: any key)."""
-    if pick is None:
-        return row_key
-    return torch.zeros(z.shape[0], dtype=torch.int64, device=z.device).index_put_((pick,), row_key)
 
 
 def step(x: torch.Tensor, logits: torch.Tensor, i: int, *, steps: int, eps: float = 1e-3, alg: str = "origin",
@@ -161,19 +151,20 @@ def step(x: torch.Tensor, logits: torch.Tensor, i: int, *, steps: int, eps: floa
         if bool(reveal.any()):
             rb, rl = mask_b[reveal], src_l[reveal]
             z, pick = candidate_rows(logits, rb, rl)
-            _, x0 = _draw(z, _window_keys(z, pick, row_key[reveal]), offset, temperature, top_p, top_k,
+            _, x0 = _draw(z, window_keys(z, pick, row_key[reveal]), offset, temperature, top_p, top_k,
                           "max_prob", pick)
             x_new[rb, mask_l[reveal]] = x0
         return x_new
     z, pick = candidate_rows(logits, mask_b, src_l)
-    conf, x0 = _draw(z, _window_keys(z, pick, row_key), offset, temperature, top_p, top_k, _KINDS[alg], pick)
+    conf, x0 = _draw(z, window_keys(z, pick, row_key), offset, temperature, top_p, top_k, _KINDS[alg], pick)
     num_mask_token = torch.tensor(mask_b.numel(), device=x.device) / x.shape[0]
     n = int(num_mask_token * (1 - s / t)) if i < steps - 1 else int(num_mask_token)
-    conf_full = torch.full(x.shape, -torch.inf, dtype=torch.float64, device=x.device)
-    conf_full[mask_b, mask_l] = conf.double()
+    rank = conf.double()  # the most confident first, or with alg_temp Gumbel-top-k keys
     if alg_temp:
         e = reference.exponential64(row_key, torch.zeros_like(row_key).unsqueeze(-1), counter, _STREAM_ORDER)[:, 0]
-        conf_full[mask_b, mask_l] = conf.double() / alg_temp - e.log()
+        rank = rank / alg_temp - e.log()
+    conf_full = torch.full(x.shape, -torch.inf, dtype=torch.float64, device=x.device)
+    conf_full[mask_b, mask_l] = rank
     x0_full = torch.full(x.shape, -1, dtype=torch.int64, device=x.device)
     x0_full[mask_b, mask_l] = x0
     reveal_top(x_new, conf_full, x0_full, torch.full((x.shape[0],), n, dtype=torch.int64, device=x.device))
@@ -249,11 +240,11 @@ def diffusion_generate(model, inputs: torch.Tensor, attention_mask: torch.Tensor
     history = [] if (output_history and return_dict_in_generate) else None
     if generation_tokens_hook_func is not None:
         x = generation_tokens_hook_func(None, x, None)
+    hooked = generation_logits_hook_func is not None or generation_tokens_hook_func is not None
     for i in range(steps):
         logits = _call(model, x, mask_arg, tok_idx, batch)
         if i == 0 and not mask_token_id < logits.shape[-1]:
             raise ValueError(f"mask_token_id ({mask_token_id}) must be a token id in [0, {logits.shape[-1]})")
-        hooked = generation_logits_hook_func is not None or generation_tokens_hook_func is not None
         if hooked:  # the hooks see the shifted logits, as in the original (materialized only for them)
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
             if generation_logits_hook_func is not None:

@@ -208,9 +208,7 @@ def candidate_draws(
     u = candidate_rows(un_logits, cand_b, cand_l, copy=edits)[0] if cfg_scale > 0 else None
     if z.dtype == torch.float64:
         z, u = z.float(), (None if u is None else u.float())
-    keys = row_key if pick is None else torch.zeros(z.shape[0], dtype=torch.int64, device=z.device)
-    if pick is not None:
-        keys[pick] = row_key  # rows outside the candidates are computed and dropped: any key
+    keys = window_keys(z, pick, row_key)
     scale = cfg_scale + 1.0
     gamma = -cfg_scale / scale if cfg_scale > 0 else 1.0
     if logits_eos_inf:
@@ -257,6 +255,14 @@ def candidate_rows(t: torch.Tensor, b: torch.Tensor, l: torch.Tensor, copy: bool
     if t.stride(0) == length * t.stride(1) and t.stride(1) == v * t.stride(2):
         return t.reshape(-1, v).index_select(0, b * length + l), None
     return t[b, l], None
+
+
+def window_keys(rows: torch.Tensor, pick: torch.Tensor | None, row_key: torch.Tensor) -> torch.Tensor:
+    """The keys of the rows the kernels read (:func:`candidate_rows`): ``row_key`` itself, or placed at ``pick`` in
+    the window of ``rows.shape[0]`` rows (rows outside the candidates are computed and dropped: any key)."""
+    if pick is None:
+        return row_key
+    return torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device).index_put_((pick,), row_key)
 
 
 def _score_at(z, u, gamma, ids):
