@@ -104,10 +104,9 @@ def sample_top_p(logits: torch.Tensor, top_p: float | None, bias=None, gamma: fl
     """One draw per row from the kept set of :func:`nucleus`, renormalized (exact).
 
     Args:
-        logits: fp32/bf16/fp16 ``[N, V]`` or ``[B, L, V]``; bias: optional, the shape of ``logits``; gamma,
-            temperature: numbers
-            (``temperature == 0`` is greedy: the argmax, whatever ``top_p``); top_k: as in
-            :func:`~gtl_kernels.sample` (0: no limit).
+        logits: fp32/bf16/fp16 ``[N, V]`` or ``[B, L, V]``; bias: optional, the shape of ``logits``.
+        gamma, temperature: numbers (``temperature == 0`` is greedy: the argmax, whatever ``top_p``).
+        top_k: as in :func:`~gtl_kernels.sample` (0: no limit).
         top_p: the nucleus mass in ``[0, 1]`` (0 keeps the best token only; ``None`` or 1: no restriction).
         seeds, offset: as in :func:`~gtl_kernels.sample` (one key per row; a row's draw depends only on its scores,
             its key and ``offset``, never on the batch).
@@ -146,13 +145,18 @@ def sample_top_p(logits: torch.Tensor, top_p: float | None, bias=None, gamma: fl
     kept, _, fits = _kept(vals, top_p, k, cap)
     tokens = ops.sample(kept, seeds=keys, offset=offset, index=ids.clamp(min=0), backend=backend)
     pending = (~fits).nonzero()[:, 0]
+    # log of each pending row's whole mass (its unrestricted softmax's sum), once: it does not change between rounds
+    log_all = torch.empty(n, dtype=torch.float64, device=logits.device)
+    if pending.numel():
+        log_all[pending] = _log_mass(logits[pending], None if bias is None else bias[pending], gamma, temperature,
+                                     None, backend)
     trial = 0
     while pending.numel() and trial < MAX_TRIALS:
         z = logits[pending]
         b = None if bias is None else bias[pending]
         trial_keys = keys[pending] if trial == 0 else ops.derive_keys(keys[pending], torch.full_like(pending, trial))
         x = ops.sample(z, b, gamma, temperature, top_k, seeds=trial_keys, offset=offset, backend=backend)
-        accept = _in_kept_set(z, b, gamma, temperature, x, top_p, backend)
+        accept = _in_kept_set(z, b, gamma, temperature, x, top_p, log_all[pending], backend)
         tokens[pending[accept]] = x[accept]
         pending, trial = pending[~accept], trial + 1
     if pending.numel():  # a very unlucky row: build its set (exact either way)
@@ -161,34 +165,39 @@ def sample_top_p(logits: torch.Tensor, top_p: float | None, bias=None, gamma: fl
     return tokens
 
 
-def _in_kept_set(z, bias, gamma, temperature, x, top_p, backend=None) -> torch.Tensor:
+def _log_mass(z, bias, gamma, temperature, allowed, backend=None) -> torch.Tensor:
+    """float64 ``[R]``: the log of each row's sum of ``exp((z + gamma * bias) / T)`` over its tokens, or over the
+    tokens where ``allowed`` (bool ``[R, V]``) holds (``-inf`` where none does), from ``sample``'s log-probability of
+    a draw: ``log sum = s_y / T - logprob(y)``."""
+    g = gamma if bias is not None else 0.0
+    if allowed is not None:  # the other tokens get a bias of -inf
+        bias = torch.where(allowed, 0.0 if bias is None else g * bias.float(), -torch.inf)
+        g = 1.0
+    keys = torch.zeros(z.shape[0], dtype=torch.int64, device=z.device)  # any: only the log-probabilities count
+    y, lp = ops.sample(z, bias, g, temperature, seeds=keys, return_logprob=True, backend=backend)
+    at = y.clamp(min=0).unsqueeze(-1)
+    s_y = z.gather(-1, at)[:, 0].float() + (0.0 if bias is None else g * bias.gather(-1, at)[:, 0].float())
+    return torch.where(y >= 0, (s_y / temperature).double() - lp.double(), -torch.inf)
+
+
+def _in_kept_set(z, bias, gamma, temperature, x, top_p, log_all, backend=None) -> torch.Tensor:
     """bool ``[R]``: is token ``x[r]`` (>= 0) in the top-p set of row ``r`` of the scores, i.e. is the mass of the
     tokens ranked before it (higher score, or equal score and lower id) at most ``top_p``? (The top-k limit holds
     already: ``x`` was drawn from the top-k restricted distribution, whose tokens come first in the same order.)
-
-    The masses come from ``sample``'s log-probability of a draw, ``s_y - log sum`` over the allowed set: once over
-    the whole row, once with a bias of ``-inf`` on every token not ranked before ``x`` (in blocks of rows)."""
+    ``log_all``: float64 ``[R]``, each row's :func:`_log_mass`; the mass before ``x`` comes from the same function
+    over the tokens ranked before it (in blocks of rows, which bound the mask's size)."""
     out = torch.zeros(x.shape, dtype=torch.bool, device=z.device)
     ids = torch.arange(z.shape[1], device=z.device)
     for lo in range(0, z.shape[0], _MEMBERSHIP_ROWS):
         hi = min(lo + _MEMBERSHIP_ROWS, z.shape[0])
         zb, xb = z[lo:hi], x[lo:hi].clamp(min=0).unsqueeze(-1)
-        s = zb if bias is None else zb.float() + gamma * bias[lo:hi].float()  # the order of the scores
+        b = None if bias is None else bias[lo:hi]
+        s = zb if b is None else zb.float() + gamma * b.float()  # the order of the scores
         sx = s.gather(-1, xb)
         before = s > sx
         ties = (s == sx).sum(-1) > 1
         if bool(ties.any()):  # equal scores rank by id
             before[ties] |= (s[ties] == sx[ties]) & (ids < xb[ties])
-        b = None if bias is None else bias[lo:hi]
-        g = gamma if bias is not None else 0.0
-        keys = torch.zeros(hi - lo, dtype=torch.int64, device=z.device)  # any: only the log-probabilities count
-        y_all, lp_all = ops.sample(zb, b, g, temperature, seeds=keys, return_logprob=True, backend=backend)
-        masked = torch.where(before, 0.0 if b is None else gamma * b.float(), -torch.inf)
-        y, lp = ops.sample(zb, masked, 1.0, temperature, seeds=keys, return_logprob=True, backend=backend)
-        # log sum over a set = s_y / T - logprob(y); the mass before x = exp(log sum before - log sum all)
-        score = lambda t: (zb.gather(-1, t.clamp(min=0).unsqueeze(-1))[:, 0].float() + (
-            0.0 if b is None else gamma * b.gather(-1, t.clamp(min=0).unsqueeze(-1))[:, 0].float())) / temperature
-        log_all = score(y_all).double() - lp_all.double()
-        log_before = torch.where(y >= 0, score(y).double() - lp.double(), -torch.inf)
-        out[lo:hi] = ((log_before - log_all).exp() <= top_p) & (x[lo:hi] >= 0)
+        log_before = _log_mass(zb, b, gamma, temperature, before, backend)
+        out[lo:hi] = ((log_before - log_all[lo:hi]).exp() <= top_p) & (x[lo:hi] >= 0)
     return out
